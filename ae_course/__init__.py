@@ -1,0 +1,6 @@
+"""ae_course: the models, losses and evaluators of the executable autoencoder textbook."""
+from .losses import binary_cross_entropy, bernoulli_log_likelihood, gaussian_log_likelihood, squared_error
+from .models import ACTIVATIONS, Autoencoder, mlp, mlp_decoder, mlp_encoder
+from .train import History, evaluate, get_device, train
+
+__version__ = "0.1.0"

@@ -1,0 +1,78 @@
+"""Likelihoods and reconstruction losses, written to read like the equations in the book.
+
+Every function here works per example: it takes a batch and returns a tensor of shape (B,), summed
+over the data dimensions, in nats. Averaging over the batch is the caller's choice (the training loop
+averages); summing over pixels is not optional, because the sum is the log-likelihood of the image.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_pair(x: torch.Tensor, other: torch.Tensor, other_name: str) -> None:
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (B, D), got {tuple(x.shape)}")
+    if x.shape != other.shape:
+        raise ValueError(f"x has shape {tuple(x.shape)} but {other_name} has shape {tuple(other.shape)}; they must match")
+
+
+def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    r"""log p(x | logits) under independent Bernoulli pixels, computed stably from logits.
+
+    With p = sigmoid(l), log p(x) = sum_d x_d log p_d + (1 - x_d) log(1 - p_d)
+    = sum_d [x_d l_d - softplus(l_d)], which needs no epsilon and never evaluates log(0).
+    For x in {0, 1} this is a normalized log-probability; for grey levels in (0, 1) it is the
+    (negative) binary cross-entropy, which is *not* a normalized density (Kingma & Welling 2014, App. C.1).
+
+    Args:
+        x: (B, D) float in [0, 1], the targets.
+        logits: (B, D) float, decoder outputs before the sigmoid.
+    Returns:
+        (B,) log-likelihood in nats (<= 0 for binary x).
+    Raises:
+        ValueError: if the shapes differ or x is not 2-D.
+    """
+    _check_pair(x, logits, "logits")
+    return (x * logits - F.softplus(logits)).sum(dim=1)
+
+
+def binary_cross_entropy(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy summed over pixels: the negative of :func:`bernoulli_log_likelihood`.
+
+    x: (B, D) in [0, 1]; logits: (B, D). Returns (B,) in nats. Raises ValueError on shape mismatch.
+    Same value as ``F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)``.
+    """
+    return -bernoulli_log_likelihood(x, logits)
+
+
+def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over pixels, ||x - x_hat||^2.
+
+    x, x_hat: (B, D) float. Returns (B,) in squared pixel units. Raises ValueError on shape mismatch.
+    Up to a constant and a factor 1/2 it is the negative log-likelihood of a Gaussian decoder with unit
+    variance (see :func:`gaussian_log_likelihood`).
+    """
+    _check_pair(x, x_hat, "x_hat")
+    return (x - x_hat).pow(2).sum(dim=1)
+
+
+def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor | float = 0.0) -> torch.Tensor:
+    r"""log N(x; mean, diag(exp(log_var))) summed over dimensions.
+
+    log p(x) = -1/2 sum_d [ (x_d - mean_d)^2 / sigma_d^2 + log sigma_d^2 + log 2 pi ].
+    With log_var = 0 (unit variance) this is -1/2 ||x - mean||^2 - D/2 log 2 pi, so maximizing it is
+    minimizing the squared error.
+
+    Args:
+        x: (B, D) float.
+        mean: (B, D) float.
+        log_var: (B, D) tensor or a float (shared log-variance), log sigma^2.
+    Returns:
+        (B,) log-density in nats.
+    Raises:
+        ValueError: on shape mismatch.
+    """
+    _check_pair(x, mean, "mean")
+    log_var = torch.as_tensor(log_var, dtype=x.dtype, device=x.device).expand_as(x)
+    return -0.5 * ((x - mean).pow(2) / log_var.exp() + log_var + torch.log(torch.tensor(2 * torch.pi, dtype=x.dtype))).sum(dim=1)

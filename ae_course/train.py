@@ -1,0 +1,123 @@
+"""A small, seeded training loop shared by every model in the course.
+
+A model only has to provide ``loss(x) -> (B,)`` per-example losses; the loop minimizes their mean with
+Adam, records the history, shows a tqdm progress bar and refuses to continue past a NaN or infinite loss.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to train on: `device` if given, else $AE_COURSE_DEVICE, else CUDA when available, else CPU.
+
+    Raises ValueError if the requested device string is not understood by torch, and RuntimeError if
+    CUDA is requested but not available.
+    """
+    name = device if device is not None else os.environ.get("AE_COURSE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r} (from AE_COURSE_DEVICE or the device argument)") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+@dataclass
+class History:
+    """What a training run measured: per-epoch mean train loss (and validation loss if given), per example."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+    device: str = "cpu"
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
+             transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+    """Mean of ``model.loss`` over the rows of x (B, D), in the model's loss units, in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size].to(device)
+        if transform is not None:
+            batch = transform(batch)
+        total += model.loss(batch).sum().item()
+    model.train(was_training)
+    return total / len(x)
+
+
+def train(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: int = 128, lr: float = 1e-3,
+          seed: int = 0, x_val: torch.Tensor | None = None, device: str | torch.device | None = None,
+          transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+          optimizer: torch.optim.Optimizer | None = None, progress: bool = True) -> History:
+    """Minimize the mean of ``model.loss(batch)`` over minibatches of x with Adam.
+
+    Args:
+        model: a module with ``loss(x) -> (B,)``; moved to `device` (see :func:`get_device`).
+        x: (N, D) training data, kept on its device and moved batch by batch.
+        epochs: passes over x; batch_size: examples per step (the last partial batch is kept).
+        lr: Adam's learning rate (Kingma & Ba 2015) unless `optimizer` is given.
+        seed: seeds torch's global generator (shuffling, and any sampling in the model or `transform`).
+        x_val: optional (M, D) held-out data, evaluated after every epoch.
+        transform: applied to each batch on the device before the loss (e.g. dynamic binarization
+            or a corruption process); also applied to x_val.
+        progress: show a tqdm bar over epochs with the current losses.
+    Returns:
+        a :class:`History`.
+    Raises:
+        ValueError: for epochs < 1, batch_size < 1 or empty x.
+        FloatingPointError: when a loss is NaN or infinite; the parameters keep the last finite step's values.
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got epochs={epochs}, batch_size={batch_size}")
+    if len(x) == 0:
+        raise ValueError("no training data: x is empty")
+    dev = get_device(device)
+    torch.manual_seed(seed)
+    model.to(dev)
+    model.train()
+    opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=lr)
+    history = History(device=str(dev))
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    start_time = time.perf_counter()
+    bar = tqdm(range(epochs), desc=type(model).__name__, disable=not progress, mininterval=1.0)
+    for epoch in bar:
+        order = torch.randperm(len(x), device=x.device)
+        running = torch.zeros((), device=dev)
+        for i in range(steps_per_epoch):
+            batch = x[order[i * batch_size:(i + 1) * batch_size]].to(dev, non_blocking=True)
+            if transform is not None:
+                batch = transform(batch)
+            loss = model.loss(batch).mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1} (global step {history.steps + 1}); "
+                    "the parameters were not updated with it. Lower the learning rate or check the inputs.")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.steps += 1
+            running += loss.detach() * len(batch)
+        history.train_loss.append(running.item() / len(x))
+        postfix = {"train": f"{history.train_loss[-1]:.2f}"}
+        if x_val is not None:
+            history.val_loss.append(evaluate(model, x_val, transform=transform))
+            postfix["val"] = f"{history.val_loss[-1]:.2f}"
+        bar.set_postfix(postfix)
+    history.seconds = time.perf_counter() - start_time
+    model.eval()
+    return history
