@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
