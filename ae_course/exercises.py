@@ -7,6 +7,7 @@ only when the answer is right, so a solution cell can simply ``assert check_...(
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,7 +27,7 @@ class Feedback:
         return self.passed
 
     def __str__(self) -> str:
-        return ("Correct: " if self.passed else "Not yet: ") + self.message
+        return textwrap.fill(("Correct: " if self.passed else "Not yet: ") + self.message, width=88)
 
     __repr__ = __str__
 

@@ -75,7 +75,7 @@ def train(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: int = 1
         x_val: optional (M, D) held-out data, evaluated after every epoch.
         transform: applied to each batch on the device before the loss (e.g. dynamic binarization
             or a corruption process); also applied to x_val.
-        progress: show a tqdm bar over epochs with the current losses.
+        progress: show a tqdm bar over epochs with the current losses (unless $TQDM_DISABLE is set).
     Returns:
         a :class:`History`.
     Raises:
@@ -94,7 +94,8 @@ def train(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: int = 1
     history = History(device=str(dev))
     steps_per_epoch = math.ceil(len(x) / batch_size)
     start_time = time.perf_counter()
-    bar = tqdm(range(epochs), desc=type(model).__name__, disable=not progress, mininterval=1.0)
+    # progress=True leaves the bar to tqdm's own settings, so TQDM_DISABLE=1 silences it (the book build does).
+    bar = tqdm(range(epochs), desc=type(model).__name__, mininterval=1.0, **({} if progress else {"disable": True}))
     for epoch in bar:
         order = torch.randperm(len(x), device=x.device)
         running = torch.zeros((), device=dev)

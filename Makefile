@@ -1,0 +1,27 @@
+# Two commands a newcomer needs (see README.md). Progress bars are for people at a notebook; the
+# rendered book shows the printed summaries instead (TQDM_DISABLE=1).
+#   make book   install everything into .venv and build the book into _build/html (warnings are errors)
+#   make test   run the unit tests and execute every chapter with nbval
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install book test clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+book: $(STAMP)
+	TQDM_DISABLE=1 $(VENV)/bin/jupyter-book build . --warningiserror --keep-going
+
+test: $(STAMP)
+	TQDM_DISABLE=1 $(PY) -m pytest
+
+clean:
+	rm -rf _build

@@ -1,0 +1,94 @@
+"""The built book in a real browser: math typeset by the bundled MathJax, figures loaded, nothing fetched
+from the network. Needs `make book` first and Debian's `chromium`; skips without them unless
+AE_COURSE_REQUIRE_BROWSER is set (CI sets it, so there a missing browser or build is a failure).
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+# chapter page -> the least number of executed-output figures it must show
+CHAPTERS = {"chapters/01_autoencoder.html": 5}
+
+
+def _skip_or_fail(reason: str):
+    if os.environ.get("AE_COURSE_REQUIRE_BROWSER"):
+        pytest.fail(reason + " (AE_COURSE_REQUIRE_BROWSER is set)")
+    pytest.skip(reason)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def site():
+    if not (HTML / "index.html").exists():
+        _skip_or_fail(f"no built book at {HTML}; run `make book` first")
+    handler = functools.partial(_QuietHandler, directory=str(HTML))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        _skip_or_fail("Chromium is not installed (Debian package `chromium`)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def _open(browser, url):
+    page = browser.new_page(viewport={"width": 1280, "height": 2000})
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(url, wait_until="load", timeout=60_000)
+    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
+    page.evaluate("() => MathJax.startup.promise")
+    return page, requested
+
+
+@pytest.mark.parametrize("chapter, min_figures", CHAPTERS.items())
+def test_chapter_renders_math_and_figures_offline(site, browser, chapter, min_figures, tmp_path):
+    page, requested = _open(browser, f"{site}/{chapter}")
+    typeset = page.evaluate("() => document.querySelectorAll('mjx-container').length")
+    tex_errors = page.evaluate("() => document.querySelectorAll('mjx-merror').length")
+    raw_tex = page.evaluate("() => document.querySelectorAll('.math:not(:has(mjx-container))').length")
+    figures = page.evaluate("""() => [...document.querySelectorAll('.cell_output img')]
+        .map(img => ({src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0}))""")
+    page.screenshot(path=str(HTML.parent / (Path(chapter).stem + ".png")), full_page=False)
+    page.close()
+    assert typeset >= 10, f"MathJax typeset only {typeset} formulas"
+    assert tex_errors == 0 and raw_tex == 0, f"{tex_errors} TeX errors, {raw_tex} formulas left as raw TeX"
+    assert len(figures) >= min_figures, f"expected at least {min_figures} figures, found {figures}"
+    assert all(f["ok"] for f in figures), f"figures that did not load: {[f for f in figures if not f['ok']]}"
+    external = [url for url in requested if not url.startswith((site, "data:"))]
+    assert not external, f"the page fetched from outside the book: {external}"
+
+
+def test_landing_page_links_the_chapters(site, browser):
+    page, requested = _open(browser, f"{site}/index.html")
+    text = page.inner_text("body")
+    links = page.evaluate("() => [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
+    page.close()
+    assert "Autoencoders, executed" in text
+    assert any(link and "01_autoencoder" in link for link in links)
+    assert all(url.startswith((site, "data:")) for url in requested)
