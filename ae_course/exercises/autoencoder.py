@@ -1,49 +1,13 @@
-"""Automatic checkers for the exercises at the end of each chapter.
-
-A checker never raises on a wrong answer: it returns a :class:`Feedback` that says *what* is wrong
-(a shape, a missing sum over pixels, a sign, an overflow) so that a learner can fix it. It is truthy
-only when the answer is right, so a solution cell can simply ``assert check_...(answer)``.
-"""
+"""Checkers for the exercises of chapter 1, the autoencoder."""
 from __future__ import annotations
 
 import math
-import textwrap
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from .losses import bernoulli_log_likelihood, squared_error
-
-
-@dataclass(frozen=True)
-class Feedback:
-    """The verdict of a checker: `passed`, and a message that explains it."""
-
-    passed: bool
-    message: str
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __str__(self) -> str:
-        return textwrap.fill(("Correct: " if self.passed else "Not yet: ") + self.message, width=88)
-
-    __repr__ = __str__
-
-
-def _number(value, what: str) -> float | Feedback:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            return Feedback(False, f"{what} should be a single number, got a tensor of shape {tuple(value.shape)}.")
-        value = value.item()
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return Feedback(False, f"{what} should be a number, got {type(value).__name__} ({value!r}).")
-    if not math.isfinite(value):
-        return Feedback(False, f"{what} is {value}; it should be finite.")
-    return value
+from ..losses import bernoulli_log_likelihood, squared_error
+from .feedback import Feedback, as_number
 
 
 def check_bernoulli_nll(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
@@ -94,7 +58,7 @@ def check_mean_image_baseline(value, x_train: torch.Tensor, x_test: torch.Tensor
     images) of predicting the mean *training* image for every test image. Chapter 1.
     x_train: (N, D), x_test: (M, D) in [0, 1].
     """
-    value = _number(value, "the baseline error")
+    value = as_number(value, "the baseline error")
     if isinstance(value, Feedback):
         return value
     mean_image = x_train.mean(dim=0, keepdim=True)
@@ -117,7 +81,7 @@ def check_pca_error(value, x_train: torch.Tensor, x_test: torch.Tensor, n_compon
     """
     from sklearn.decomposition import PCA
 
-    value = _number(value, "the PCA error")
+    value = as_number(value, "the PCA error")
     if isinstance(value, Feedback):
         return value
     train_np, test_np = x_train.double().numpy(), x_test.double().numpy()
