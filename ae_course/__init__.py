@@ -2,5 +2,8 @@
 from .losses import binary_cross_entropy, bernoulli_log_likelihood, gaussian_log_likelihood, squared_error
 from .models import ACTIVATIONS, Autoencoder, mlp, mlp_decoder, mlp_encoder
 from .train import History, evaluate, get_device, train
+from .losses import gaussian_kl
+from .vae import VAE
+from .evaluation import active_units, estimate_elbo, importance_sampled_log_likelihood, posterior_mean_variance
 
 __version__ = "0.1.0"

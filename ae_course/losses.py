@@ -76,3 +76,24 @@ def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_var: torch.
     _check_pair(x, mean, "mean")
     log_var = torch.as_tensor(log_var, dtype=x.dtype, device=x.device).expand_as(x)
     return -0.5 * ((x - mean).pow(2) / log_var.exp() + log_var + torch.log(torch.tensor(2 * torch.pi, dtype=x.dtype))).sum(dim=1)
+
+
+def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    r"""Closed-form KL( N(mu, diag(exp(log_var))) || N(0, I) ), summed over latent dimensions.
+
+    KL = 1/2 sum_j [ mu_j^2 + exp(log_var_j) - log_var_j - 1 ]   (Kingma & Welling 2014, App. B).
+    It is >= 0, and 0 only where mu = 0 and log_var = 0 (the posterior equals the prior).
+
+    Args:
+        mu: (B, L) float, the means of q(z|x).
+        log_var: (B, L) float, the log-variances log sigma^2 of q(z|x).
+    Returns:
+        (B,) KL divergence in nats.
+    Raises:
+        ValueError: if mu is not 2-D or log_var's shape differs from mu's.
+    """
+    if mu.dim() != 2:
+        raise ValueError(f"mu must have shape (B, L), got {tuple(mu.shape)}")
+    if log_var.shape != mu.shape:
+        raise ValueError(f"mu has shape {tuple(mu.shape)} but log_var has shape {tuple(log_var.shape)}; they must match")
+    return 0.5 * (mu.pow(2) + log_var.exp() - log_var - 1.0).sum(dim=1)

@@ -1,0 +1,152 @@
+"""Evaluating latent-variable models: the ELBO, the importance-sampled log-likelihood and active units.
+
+The estimators work with any model that follows the VAE protocol of :class:`ae_course.vae.VAE`:
+
+* ``encode(x) -> (mu, log_var)``, the diagonal-Gaussian q(z|x), each (B, L);
+* ``decode(z) -> out`` for z of shape (N, L);
+* ``log_likelihood(x, out) -> (N,)``, log p(x|z) in nats;
+
+with the prior p(z) = N(0, I). Everything runs without gradients, and an ``nn.Module`` is put in eval mode
+for the duration (and restored afterwards).
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+from .losses import gaussian_kl
+
+
+@contextmanager
+def _evaluating(model) -> Iterator[None]:
+    was_training = model.training if isinstance(model, nn.Module) else None
+    if was_training is not None:
+        model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if was_training is not None:
+            model.train(was_training)
+
+
+def _check_x(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a (B, D) tensor with B >= 1, got {getattr(x, 'shape', type(x).__name__)}")
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _log_weights(model, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor, n: int,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x) for n samples z_i ~ q(z|x): returns (n, B)."""
+    batch, latent_dim = mu.shape
+    eps = torch.randn((n, batch, latent_dim), generator=generator, device=mu.device, dtype=mu.dtype)
+    std = torch.exp(0.5 * log_var)
+    z = mu + std * eps                                                             # (n, B, L)
+    log_q = Normal(mu, std, validate_args=False).log_prob(z).sum(-1)               # log q(z|x), (n, B)
+    log_prior = Normal(torch.zeros_like(mu), torch.ones_like(mu), validate_args=False).log_prob(z).sum(-1)  # log p(z)
+    out = model.decode(z.reshape(n * batch, latent_dim))
+    x_rep = x.unsqueeze(0).expand(n, *x.shape).reshape(n * batch, x.shape[1])
+    log_px_z = model.log_likelihood(x_rep, out).reshape(n, batch)                  # log p(x|z), (n, B)
+    return log_px_z + log_prior - log_q
+
+
+def importance_sampled_log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100,
+                                      chunk: int = 100, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""Importance-sampled estimate of log p(x), (B,) in nats (Burda, Grosse & Salakhutdinov 2016, eq. 8).
+
+    log p(x) ~ log (1/k) sum_{i=1}^k p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x) i.i.d.,
+
+    the IWAE bound L_k: it is <= log p(x) in expectation, nondecreasing in k in expectation, equal to the
+    ELBO for k = 1 and consistent as k -> infinity (Burda et al. 2016, Thm. 1). The sum is taken with
+    ``torch.logsumexp``: the k samples are drawn ``chunk`` at a time and a running log-sum-exp is kept, so
+    memory is O(batch_size * chunk * D) whatever k is.
+
+    Args:
+        model: follows the VAE protocol (module docstring); prior p(z) = N(0, I).
+        x: (N, D) data on the model's device, evaluated ``batch_size`` rows at a time.
+        k: number of importance samples per example.
+        batch_size: rows of x per pass; chunk: samples per pass.
+        generator: optional torch.Generator (on x's device) for reproducible samples.
+    Returns:
+        (N,) estimates of log p(x) in nats, on x's device; the negative log-likelihood (NLL) is its negation.
+    Raises:
+        ValueError: if x is not a non-empty (N, D) tensor or k, batch_size or chunk is < 1.
+    """
+    _check_x(x)
+    _check_positive(k=k, batch_size=batch_size, chunk=chunk)
+    results = []
+    with _evaluating(model):
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size]
+            mu, log_var = model.encode(xb)
+            running = torch.full((len(xb),), -math.inf, device=mu.device, dtype=mu.dtype)
+            for done in range(0, k, chunk):
+                log_w = _log_weights(model, xb, mu, log_var, min(chunk, k - done), generator)
+                running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
+            results.append(running - math.log(k))
+    return torch.cat(results).to(x.device)
+
+
+def estimate_elbo(model, x: torch.Tensor, n_samples: int = 1, batch_size: int = 100,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""Monte Carlo ELBO, (B,) in nats (Kingma & Welling 2014, eq. 10).
+
+    L(x) = (1/S) sum_s log p(x|z_s) - KL(q(z|x) || N(0, I)), z_s ~ q(z|x), with the KL in closed form
+    (App. B); S = ``n_samples`` reduces the variance, not the bias (it stays a lower bound on log p(x)).
+
+    Args:
+        model: follows the VAE protocol (module docstring).
+        x: (N, D) data on the model's device; batch_size: rows per pass; generator: optional torch.Generator on x's device.
+    Returns:
+        (N,) ELBO per example, on x's device; the negative ELBO is its negation.
+    Raises:
+        ValueError: if x is not a non-empty (N, D) tensor or n_samples or batch_size is < 1.
+    """
+    _check_x(x)
+    _check_positive(n_samples=n_samples, batch_size=batch_size)
+    results = []
+    with _evaluating(model):
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size]
+            mu, log_var = model.encode(xb)
+            eps = torch.randn((n_samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+            z = (mu + torch.exp(0.5 * log_var) * eps).reshape(-1, mu.shape[1])
+            x_rep = xb.unsqueeze(0).expand(n_samples, *xb.shape).reshape(-1, xb.shape[1])
+            log_px_z = model.log_likelihood(x_rep, model.decode(z)).reshape(n_samples, len(xb)).mean(0)
+            results.append(log_px_z - gaussian_kl(mu, log_var))
+    return torch.cat(results).to(x.device)
+
+
+def posterior_mean_variance(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    r"""Per-dimension activity A_u = Cov_x( E_{q(z|x)}[z_u] ) = Var_x(mu_u(x)), (L,) (Burda et al. 2016, §5.2).
+
+    The variance over the rows of x (population variance, divisor N) of each coordinate of the encoder mean.
+    x: (N, D) on the model's device. Raises ValueError if x is not a non-empty (N, D) tensor or batch_size < 1.
+    """
+    _check_x(x)
+    _check_positive(batch_size=batch_size)
+    with _evaluating(model):
+        mu = torch.cat([model.encode(x[start:start + batch_size])[0] for start in range(0, len(x), batch_size)])
+    return mu.var(dim=0, correction=0)
+
+
+def active_units(model, x: torch.Tensor, threshold: float = 0.01, batch_size: int = 1000) -> int:
+    r"""Number of active latent units: dimensions u with Var_x(E_q[z_u]) > threshold (Burda et al. 2016, §5.2).
+
+    x: (N, D) data (the test set in the paper); threshold: 0.01 in the paper.
+    Returns an int in [0, L]. Raises ValueError as :func:`posterior_mean_variance`, or for threshold < 0.
+    """
+    if not threshold >= 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold}")
+    return int((posterior_mean_variance(model, x, batch_size) > threshold).sum().item())

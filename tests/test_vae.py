@@ -1,0 +1,354 @@
+"""The VAE, and the evaluators of ae_course.evaluation (ELBO, importance-sampled log-likelihood, active units)."""
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
+
+from ae_course import VAE, evaluate, train
+from ae_course.evaluation import (active_units, estimate_elbo, importance_sampled_log_likelihood,
+                                  posterior_mean_variance)
+from ae_course.losses import bernoulli_log_likelihood, gaussian_kl, gaussian_log_likelihood
+from ae_course.vae import LOG_VAR_MAX, LOG_VAR_MIN
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_one_thread():
+    """Seed, and use one thread: these models are tiny, and on a shared CPU spinning OpenMP threads cost more than they give."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+def binary_data(n=64, d=784, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(torch.rand(n, d, generator=gen) * 0.6, generator=gen)
+
+
+def linear_sizes(module):
+    return [(m.in_features, m.out_features) for m in module if isinstance(m, nn.Linear)]
+
+
+# --------------------------------------------------------------------------------------------- the model
+
+def test_shapes_of_encode_reparameterize_decode_sample_and_prior():
+    model = VAE(input_dim=784, latent_dim=8, hidden=(32,))
+    x = binary_data(5)
+    mu, log_var = model.encode(x)
+    assert mu.shape == log_var.shape == (5, 8)
+    z = model.reparameterize(mu, log_var)
+    assert z.shape == (5, 8)
+    logits = model.decode(z)
+    assert logits.shape == (5, 784)
+    assert model.log_likelihood(x, logits).shape == model.elbo(x).shape == model.loss(x).shape == (5,)
+    images = model.sample(7, generator=torch.Generator().manual_seed(3))
+    assert images.shape == (7, 784) and (images >= 0).all() and (images <= 1).all()
+    assert torch.equal(images, model.sample(7, generator=torch.Generator().manual_seed(3)))
+    assert model.prior.event_shape == (8,) and model.prior.batch_shape == ()
+    torch.testing.assert_close(model.prior.log_prob(z), Normal(0.0, 1.0).log_prob(z).sum(1))
+
+
+def test_reparameterize_is_mu_plus_sigma_eps():
+    mu, log_var, eps = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
+    torch.testing.assert_close(VAE.reparameterize(mu, log_var, eps), mu + torch.exp(log_var / 2) * eps)
+
+
+def test_elbo_is_log_likelihood_minus_closed_form_kl():
+    """elbo(x) = log p(x|z) - KL(q(z|x) || p(z)) with z = mu + sigma * eps (Kingma & Welling 2014, eq. 10)."""
+    model = VAE(input_dim=20, latent_dim=3, hidden=(16,), activation="tanh")
+    x = binary_data(6, 20)
+    torch.manual_seed(5)
+    elbo = model.elbo(x)
+    torch.manual_seed(5)
+    mu, log_var = model.encode(x)
+    z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+    q = Independent(Normal(mu, torch.exp(0.5 * log_var)), 1)
+    expected = bernoulli_log_likelihood(x, model.decode(z)) - kl_divergence(q, model.prior)
+    torch.testing.assert_close(elbo, expected)
+
+
+def test_loss_weights_the_kl_by_beta():
+    x = binary_data(6, 20)
+    torch.manual_seed(0)
+    model = VAE(input_dim=20, latent_dim=3, hidden=(16,), beta=4.0)
+    torch.manual_seed(1)
+    log_px_z, kl = model.elbo_terms(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(model.loss(x), -(log_px_z - 4.0 * kl))
+    model.beta = 1.0
+    torch.manual_seed(1)
+    loss = model.loss(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(loss, -model.elbo(x))
+
+
+def test_gaussian_decoder_is_unit_variance_normal_on_the_sigmoid_mean():
+    model = VAE(input_dim=10, latent_dim=2, hidden=(8,), likelihood="gaussian")
+    x, logits = torch.rand(4, 10), torch.randn(4, 10)
+    expected = Normal(torch.sigmoid(logits), 1.0).log_prob(x).sum(1)
+    torch.testing.assert_close(model.log_likelihood(x, logits), expected)
+    half_squared_error = 0.5 * (x - torch.sigmoid(logits)).pow(2).sum(1)
+    torch.testing.assert_close(-model.log_likelihood(x, logits), half_squared_error + 5 * math.log(2 * math.pi))
+
+
+def test_log_var_is_clamped_to_the_documented_range():
+    model = VAE(input_dim=6, latent_dim=2, hidden=())
+    with torch.no_grad():
+        model.encoder[0].weight.zero_()
+        model.encoder[0].bias.copy_(torch.tensor([0.0, 0.0, 1e4, -1e4]))  # (mu_1, mu_2, log_var_1, log_var_2)
+    mu, log_var = model.encode(torch.ones(3, 6))
+    assert torch.equal(log_var, torch.tensor([[LOG_VAR_MAX, LOG_VAR_MIN]]).expand(3, 2))
+    assert torch.isfinite(model.loss(torch.ones(3, 6))).all()
+
+
+def test_gradients_reach_encoder_and_decoder():
+    model = VAE(input_dim=784, latent_dim=4, hidden=(16, 8), activation="elu")
+    model.loss(binary_data(8)).mean().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_reference_architectures_build_with_the_expected_layer_sizes():
+    kingma_welling = VAE(hidden=(500,), latent_dim=2, activation="tanh")  # 784-500-(2x2), Kingma & Welling 2014
+    assert linear_sizes(kingma_welling.encoder) == [(784, 500), (500, 4)]
+    assert linear_sizes(kingma_welling.decoder) == [(2, 500), (500, 784)]
+    assert [type(m) for m in kingma_welling.encoder] == [nn.Linear, nn.Tanh, nn.Linear]
+    keras = VAE(hidden=(150, 100), latent_dim=10, activation="gelu")  # 784-150-100-10 GELU, the Keras example
+    assert linear_sizes(keras.encoder) == [(784, 150), (150, 100), (100, 20)]
+    assert linear_sizes(keras.decoder) == [(10, 100), (100, 150), (150, 784)]
+    assert sum(isinstance(m, nn.GELU) for m in keras.modules()) == 4
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(likelihood="poisson"), "likelihood"),
+    (dict(activation="swish"), "activation"),
+    (dict(latent_dim=0), "latent_dim"),
+    (dict(hidden=(0,)), "positive"),
+    (dict(beta=-1.0), "beta"),
+])
+def test_bad_constructor_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        VAE(**kwargs)
+
+
+def test_wrong_shapes_raise_value_error():
+    model = VAE(input_dim=12, latent_dim=3, hidden=(8,))
+    for bad in (torch.zeros(4, 13), torch.zeros(12), torch.zeros(0, 12), torch.zeros(2, 3, 12)):
+        with pytest.raises(ValueError, match="shape"):
+            model.loss(bad)
+    with pytest.raises(ValueError, match="floating"):
+        model.encode(torch.zeros(2, 12, dtype=torch.long))
+    with pytest.raises(ValueError, match="shape"):
+        model.decode(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="shape"):
+        model.reparameterize(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="eps"):
+        model.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), eps=torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="shape"):
+        model.log_likelihood(torch.zeros(2, 12), torch.zeros(2, 11))
+    with pytest.raises(ValueError, match="n must be"):
+        model.sample(0)
+
+
+# ------------------------------------------------------------------------------------------ training
+
+def test_seeded_training_is_reproducible_bit_for_bit():
+    x = binary_data(96, 50)
+
+    def run():
+        torch.manual_seed(7)
+        model = VAE(input_dim=50, latent_dim=4, hidden=(16,))
+        history = train(model, x, epochs=3, batch_size=32, seed=11, progress=False,
+                        transform=torch.bernoulli, x_val=x[:32])
+        return history, model.state_dict()
+
+    (h1, s1), (h2, s2) = run(), run()
+    assert h1.train_loss == h2.train_loss and h1.val_loss == h2.val_loss
+    assert all(torch.equal(s1[name], s2[name]) for name in s1)
+    assert h1.train_loss[-1] < h1.train_loss[0]
+
+
+def test_nan_loss_raises_naming_the_step_and_leaves_parameters_finite():
+    x = binary_data(40, 20)
+    x[17, 3] = float("nan")
+    model = VAE(input_dim=20, latent_dim=2, hidden=(8,))
+    with pytest.raises(FloatingPointError, match=r"step \d+"):
+        train(model, x, epochs=2, batch_size=8, progress=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_train_evaluate_of_a_vae_is_the_mean_negative_elbo():
+    model = VAE(input_dim=30, latent_dim=3, hidden=(16,))
+    x = binary_data(25, 30)
+    torch.manual_seed(2)
+    value = evaluate(model, x, batch_size=10)
+    torch.manual_seed(2)
+    per_batch = [-model.elbo(x[i:i + 10]) for i in range(0, 25, 10)]
+    assert value == pytest.approx(torch.cat(per_batch).sum().item() / 25, rel=1e-6)
+
+
+# ------------------------------------------------------------------- importance-sampled log-likelihood
+
+class LinearGaussian(nn.Module):
+    """p(z) = N(0, I), p(x|z) = N(W z + b, sigma^2 I), so p(x) = N(b, W W^T + sigma^2 I) exactly.
+
+    W = Q diag(s) has orthogonal columns, so the exact posterior is diagonal:
+    q*(z|x) = N(diag(s / (s^2 + sigma^2)) Q^T (x - b), diag(sigma^2 / (s^2 + sigma^2))).
+    `mean_shift` and `std_scale` make q deliberately wrong.
+    """
+
+    def __init__(self, d=5, latent_dim=2, sigma=0.5, mean_shift=0.0, std_scale=1.0, seed=0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(d, latent_dim, generator=gen, dtype=torch.float64))
+        self.s = torch.tensor([2.0, 0.7], dtype=torch.float64)[:latent_dim]
+        self.q, self.w = q, q * self.s
+        self.b = torch.randn(d, generator=gen, dtype=torch.float64)
+        self.sigma, self.mean_shift, self.std_scale = sigma, mean_shift, std_scale
+
+    def encode(self, x):
+        shrink = self.s / (self.s**2 + self.sigma**2)
+        mu = (x - self.b) @ self.q * shrink + self.mean_shift
+        var = self.sigma**2 / (self.s**2 + self.sigma**2) * self.std_scale**2
+        return mu, torch.log(var).expand_as(mu)
+
+    def decode(self, z):
+        return z @ self.w.T + self.b
+
+    def log_likelihood(self, x, mean):
+        return gaussian_log_likelihood(x, mean, math.log(self.sigma**2))
+
+    def log_marginal(self, x):
+        cov = self.w @ self.w.T + self.sigma**2 * torch.eye(len(self.b), dtype=torch.float64)
+        return MultivariateNormal(self.b, covariance_matrix=cov).log_prob(x)
+
+    def exact_elbo(self, x):
+        """E_q[log p(x|z)] - KL(q || p(z)) in closed form: E_q||x - W z - b||^2 = ||x - W mu - b||^2 + sum_j s_j^2 var_j."""
+        mu, log_var = self.encode(x)
+        expected_log_px_z = (gaussian_log_likelihood(x, self.decode(mu), math.log(self.sigma**2))
+                             - (self.s**2 * log_var.exp()).sum(1) / (2 * self.sigma**2))
+        return expected_log_px_z - gaussian_kl(mu, log_var)
+
+    def sample(self, n, gen):
+        z = torch.randn(n, self.w.shape[1], generator=gen, dtype=torch.float64)
+        return self.decode(z) + self.sigma * torch.randn(n, len(self.b), generator=gen, dtype=torch.float64)
+
+
+def mean_and_standard_error(values):
+    return values.mean().item(), values.std().item() / math.sqrt(len(values))
+
+
+@pytest.mark.parametrize("k, chunk", [(1, 1), (7, 3), (50, 50), (200, 64)])
+def test_with_the_exact_posterior_the_is_estimate_and_the_elbo_equal_log_px(k, chunk):
+    model = LinearGaussian()
+    x = model.sample(30, torch.Generator().manual_seed(1))
+    exact = model.log_marginal(x)
+    # every importance weight p(x, z) / q*(z|x) equals p(x), so the estimate is exact for any k and chunking
+    torch.testing.assert_close(importance_sampled_log_likelihood(model, x, k=k, batch_size=8, chunk=chunk), exact,
+                               rtol=1e-10, atol=1e-10)
+    # KL(q* || p(z|x)) = 0: the ELBO is log p(x) exactly
+    torch.testing.assert_close(model.exact_elbo(x), exact, rtol=1e-10, atol=1e-10)
+
+
+def test_estimate_elbo_is_unbiased_for_the_closed_form_elbo():
+    model = LinearGaussian(mean_shift=0.2, std_scale=1.2)
+    x = model.sample(30, torch.Generator().manual_seed(1))
+    n_samples = 2000
+    estimate = estimate_elbo(model, x, n_samples=n_samples, batch_size=8, generator=torch.Generator().manual_seed(2))
+    # the standard error of the mean of n_samples draws of log p(x|z), z ~ q(z|x), per example
+    mu, log_var = model.encode(x)
+    z = mu + torch.exp(0.5 * log_var) * torch.randn((500, *mu.shape), generator=torch.Generator().manual_seed(3), dtype=mu.dtype)
+    log_px_z = model.log_likelihood(x.repeat(500, 1), model.decode(z.reshape(-1, 2))).reshape(500, len(x))
+    standard_error = log_px_z.std(0) / math.sqrt(n_samples)
+    assert ((estimate - model.exact_elbo(x)).abs() < 4 * standard_error).all()
+    assert (model.exact_elbo(x) < model.log_marginal(x)).all()
+
+
+def test_with_a_wrong_posterior_the_is_estimate_converges_to_log_px():
+    model = LinearGaussian(mean_shift=0.2, std_scale=1.2)
+    x = model.sample(300, torch.Generator().manual_seed(2))
+    exact = model.log_marginal(x)
+    gen = torch.Generator().manual_seed(3)
+    gap = {k: exact - importance_sampled_log_likelihood(model, x, k=k, chunk=100, generator=gen) for k in (1, 10, 1000)}
+    # k = 1: an unbiased single-sample estimate of the ELBO, whose gap is E_x KL(q || p(z|x))
+    kl_gap = (exact - model.exact_elbo(x)).mean().item()
+    mean, standard_error = mean_and_standard_error(gap[1] - (exact - model.exact_elbo(x)))
+    assert abs(mean) < 4 * standard_error
+    assert kl_gap > 0.3
+    # the gap shrinks toward 0 as k grows (Burda et al. 2016, Thm. 1): here 0.47 -> ~0.05 (k = 10) -> ~0.003
+    # (k = 1000, standard error 0.0015), within 0.01 nats of the exact log p(x) on average
+    assert gap[10].mean().item() < kl_gap / 2
+    assert abs(gap[1000].mean().item()) < 0.01
+
+
+def test_vae_elbo_below_is_estimate_which_grows_with_k():
+    # binary data from a 2-D latent-variable model, and a VAE trained briefly, so that q(z|x) is still poor
+    gen = torch.Generator().manual_seed(4)
+    loadings, z = torch.randn(32, 2, generator=gen) * 3, torch.randn(2000, 2, generator=gen)
+    x = torch.bernoulli(torch.sigmoid(z @ loadings.T), generator=gen)
+    model = VAE(input_dim=32, latent_dim=2, hidden=(32,), activation="tanh")
+    train(model, x, epochs=6, batch_size=50, lr=3e-3, progress=False)
+    gen = torch.Generator().manual_seed(5)
+    elbo = estimate_elbo(model, x, n_samples=100, generator=gen)
+    is_k = {k: importance_sampled_log_likelihood(model, x, k=k, generator=gen) for k in (1, 10, 100)}
+    # k = 1 is an unbiased single-sample ELBO estimate
+    mean, standard_error = mean_and_standard_error(is_k[1] - elbo)
+    assert abs(mean) < 4 * standard_error
+    # paired over the 2,000 examples, each increase ELBO < L_10 and L_1 < L_10 < L_100 exceeds 4 standard errors
+    for lower, higher in ((elbo, is_k[10]), (is_k[1], is_k[10]), (is_k[10], is_k[100])):
+        mean, standard_error = mean_and_standard_error(higher - lower)
+        assert mean > 4 * standard_error, (mean, standard_error)
+
+
+def test_is_estimate_uses_the_same_log_densities_as_torch_distributions():
+    """With k = 1 and a shared generator, the log-weight is log p(x|z) + log p(z) - log q(z|x) from torch.distributions."""
+    model = VAE(input_dim=16, latent_dim=3, hidden=(8,))
+    x = binary_data(5, 16)
+    estimate = importance_sampled_log_likelihood(model, x, k=1, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        mu, log_var = model.encode(x)
+        q = Independent(Normal(mu, torch.exp(0.5 * log_var)), 1)
+        z = mu + torch.exp(0.5 * log_var) * torch.randn((1, *mu.shape), generator=torch.Generator().manual_seed(9))[0]
+        expected = model.log_likelihood(x, model.decode(z)) + model.prior.log_prob(z) - q.log_prob(z)
+    torch.testing.assert_close(estimate, expected)
+
+
+@pytest.mark.parametrize("kwargs", [dict(k=0), dict(batch_size=0), dict(chunk=0)])
+def test_is_estimate_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match="must be >= 1"):
+        importance_sampled_log_likelihood(VAE(input_dim=8, latent_dim=2, hidden=()), binary_data(3, 8), **kwargs)
+
+
+def test_evaluators_reject_bad_x_and_restore_training_mode():
+    model = VAE(input_dim=8, latent_dim=2, hidden=(4,))
+    for fn in (importance_sampled_log_likelihood, estimate_elbo, active_units):
+        with pytest.raises(ValueError, match="shape"):
+            fn(model, torch.zeros(3, 9))
+        with pytest.raises(ValueError):
+            fn(model, torch.zeros(8))
+    model.train()
+    importance_sampled_log_likelihood(model, binary_data(3, 8), k=4)
+    assert model.training
+
+
+# ------------------------------------------------------------------------------------------ active units
+
+def test_active_units_counts_dimensions_whose_posterior_mean_varies():
+    """Burda et al. 2016, §5.2: unit u is active when Var_x(E_q[z_u]) > 0.01."""
+    model = VAE(input_dim=3, latent_dim=4, hidden=())
+    with torch.no_grad():
+        weight = torch.zeros(8, 3)
+        # mu_1 = x_1 (variance 1), mu_2 = 0.2 x_2 (variance 0.04), mu_3 = 0.05 x_3 (variance 0.0025), mu_4 = const
+        weight[0, 0], weight[1, 1], weight[2, 2] = 1.0, 0.2, 0.05
+        model.encoder[0].weight.copy_(weight)
+        model.encoder[0].bias.fill_(0.3)
+    x = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]]).repeat(50, 1)  # each column has variance 1
+    torch.testing.assert_close(posterior_mean_variance(model, x), torch.tensor([1.0, 0.04, 0.0025, 0.0]))
+    assert active_units(model, x) == 2
+    assert active_units(model, x, threshold=0.001) == 3
+    assert active_units(model, x, threshold=2.0) == 0
+    with pytest.raises(ValueError, match="threshold"):
+        active_units(model, x, threshold=-1.0)
