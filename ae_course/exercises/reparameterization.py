@@ -1,0 +1,244 @@
+"""Checkers for the exercises of chapter 4, the reparameterization trick."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+from .feedback import Feedback
+
+
+def _call(fn, *args):
+    """Call the learner's function; return (result, None) or (None, Feedback) if it raised."""
+    try:
+        return fn(*args), None
+    except Exception as err:  # the learner's code may fail in any way; report it
+        return None, Feedback(False, f"calling your function raised {type(err).__name__}: {err}")
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
+    return a.shape == b.shape and torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol)
+
+
+def check_reparameterize(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
+    """Check ``fn(mu, log_var, eps) -> z = mu + exp(log_var / 2) * eps``, all (B, L), differentiable in mu, log_var.
+
+    Diagnoses the variance exp(log_var) or log_var itself used as the scale, the precision exp(-log_var / 2),
+    fresh noise instead of the given eps, a missing mu or noise term, a wrong shape, and a z that is cut
+    off from the graph (e.g. ``Normal(...).sample()`` or ``.detach()``). Chapter 4, exercise "reparameterize".
+    """
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.randn(6, 3, generator=gen)
+    log_var = torch.tensor([[-2.0, 0.7, 1.5]]).repeat(6, 1) + 0.3 * torch.randn(6, 3, generator=gen)
+    eps = torch.randn(6, 3, generator=gen)
+    mu_in, lv_in = mu.clone().requires_grad_(True), log_var.clone().requires_grad_(True)
+    z, failed = _call(fn, mu_in, lv_in, eps.clone())
+    if failed is not None:
+        return failed
+    if not isinstance(z, torch.Tensor):
+        return Feedback(False, f"return a torch.Tensor z, got {type(z).__name__}.")
+    if z.shape != mu.shape:
+        return Feedback(False, f"z must have the shape of mu, {tuple(mu.shape)} (one latent vector per example), "
+                               f"got {tuple(z.shape)}. Combine mu, sigma and eps elementwise; do not sum or average.")
+    zd = z.detach().double()
+    mu_d, lv_d, eps_d = mu.double(), log_var.double(), eps.double()
+    expected = mu_d + torch.exp(lv_d / 2) * eps_d
+    if not torch.isfinite(zd).all():
+        return Feedback(False, "z contains NaN or inf: did you take sqrt(log_var)? log_var can be negative; "
+                               "the standard deviation is sigma = exp(log_var / 2).")
+    wrong = {
+        "you used the variance exp(log_var) as the scale; the noise must be multiplied by the standard deviation "
+        "sigma = exp(log_var / 2) = sqrt(exp(log_var)).": mu_d + torch.exp(lv_d) * eps_d,
+        "you used log_var itself as the scale. log_var = log sigma^2, so sigma = exp(log_var / 2).": mu_d + lv_d * eps_d,
+        "you multiplied by 1 / sigma = exp(-log_var / 2); multiply by sigma = exp(log_var / 2).":
+            mu_d + torch.exp(-lv_d / 2) * eps_d,
+        "you scaled eps by sigma^2 / 2 or similar; use sigma = exp(log_var / 2).": mu_d + torch.exp(lv_d) / 2 * eps_d,
+        "z has no noise: z = mu is the mode of q, not a sample. Add sigma * eps.": mu_d,
+        "you forgot mu: z = sigma * eps is a sample of N(0, sigma^2), not of N(mu, sigma^2).": torch.exp(lv_d / 2) * eps_d,
+        "the noise has the wrong sign; use z = mu + sigma * eps with the eps you are given.": mu_d - torch.exp(lv_d / 2) * eps_d,
+    }
+    for message, candidate in wrong.items():
+        if _close(zd, candidate):
+            return Feedback(False, message)
+    if not _close(zd, expected):
+        again, failed = _call(fn, mu.clone(), log_var.clone(), eps.clone())
+        if failed is not None:
+            return failed
+        if isinstance(again, torch.Tensor) and again.shape == z.shape and not _close(again.detach().double(), zd):
+            return Feedback(False, "calling your function twice with the same eps gives different z: you draw fresh "
+                                   "noise (torch.randn, Normal(...).sample()) instead of using the eps argument. "
+                                   "The noise must come from outside, so that z is a deterministic function of "
+                                   "(mu, log_var, eps).")
+        worst = (zd - expected).abs().max().item()
+        return Feedback(False, f"z differs from mu + exp(log_var / 2) * eps by up to {worst:.3g}.")
+    if not z.requires_grad:
+        return Feedback(False, "the values are right, but z is cut off from mu and log_var (z.requires_grad is False): "
+                               "did you use .detach(), torch.no_grad() or Normal(...).sample()? The whole point of the "
+                               "trick is that gradients flow through z.")
+    grads = torch.autograd.grad(z.sum(), [mu_in, lv_in], allow_unused=True)
+    if grads[0] is None or grads[1] is None:
+        return Feedback(False, "z does not depend on mu and log_var through autograd; build it from them with "
+                               "differentiable torch operations.")
+    if not (_close(grads[0], torch.ones_like(mu)) and _close(grads[1], torch.exp(log_var / 2) * eps / 2)):
+        return Feedback(False, "the values are right but the gradients are not: dz/dmu should be 1 and "
+                               "dz/dlog_var = sigma * eps / 2. Avoid in-place tricks or .data.")
+    return Feedback(True, "z = mu + exp(log_var / 2) * eps, and gradients reach mu and log_var.")
+
+
+def _as_vector(value, what: str, length: int) -> torch.Tensor | Feedback:
+    if value is None:
+        return Feedback(False, f"{what} is None; compute it first.")
+    try:
+        tensor = torch.as_tensor(value, dtype=torch.float64).detach().flatten()
+    except (TypeError, ValueError, RuntimeError):
+        return Feedback(False, f"{what} should be a list or tensor of {length} numbers, got {type(value).__name__}.")
+    if tensor.numel() != length:
+        return Feedback(False, f"{what} should have {length} entries (one per latent dimension), got {tensor.numel()}.")
+    if not torch.isfinite(tensor).all():
+        return Feedback(False, f"{what} contains NaN or inf.")
+    return tensor
+
+
+def check_toy_gradient(grad_mu, grad_log_var, mu: Sequence[float], log_var: Sequence[float],
+                       c: Sequence[float]) -> Feedback:
+    """Check the exact gradient of F = E_{N(mu, diag(exp(log_var)))}[ ||z - c||^2 ] = ||mu - c||^2 + sum_d sigma_d^2.
+
+    grad_mu = 2 (mu - c) and grad_log_var = sigma^2 = exp(log_var), each of D entries. Diagnoses a missing
+    factor 2, a flipped sign, the derivative with respect to sigma (2 sigma) or to the variance (1) instead
+    of the log-variance. Chapter 4, exercise "closed-form gradient".
+    """
+    mu_t, lv_t, c_t = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in (mu, log_var, c))
+    D = mu_t.numel()
+    g_mu = _as_vector(grad_mu, "grad_mu", D)
+    if isinstance(g_mu, Feedback):
+        return g_mu
+    g_lv = _as_vector(grad_log_var, "grad_log_var", D)
+    if isinstance(g_lv, Feedback):
+        return g_lv
+    sigma = torch.exp(lv_t / 2)
+    true_mu, true_lv = 2 * (mu_t - c_t), sigma.square()
+    close = lambda a, b: torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+    if not close(g_mu, true_mu):
+        if close(g_mu, -true_mu):
+            return Feedback(False, "grad_mu has the wrong sign: d/dmu ||mu - c||^2 = 2 (mu - c), not 2 (c - mu).")
+        if close(g_mu, true_mu / 2):
+            return Feedback(False, "grad_mu is missing the factor 2: d/dmu (mu - c)^2 = 2 (mu - c).")
+        if close(g_mu, true_mu + 2 * sigma) or close(g_mu, 2 * mu_t):
+            return Feedback(False, "grad_mu: the variance term sum_d sigma_d^2 does not depend on mu, and the square "
+                                   "is of (mu - c). Expand E[(z - c)^2] = (mu - c)^2 + sigma^2 first.")
+        return Feedback(False, f"grad_mu is off by up to {(g_mu - true_mu).abs().max():.3g}. "
+                               "Write E[||z - c||^2] = ||mu - c||^2 + sum_d sigma_d^2, then differentiate.")
+    if not close(g_lv, true_lv):
+        if close(g_lv, 2 * sigma):
+            return Feedback(False, "grad_log_var: 2 sigma is the derivative with respect to sigma. With "
+                                   "sigma^2 = exp(log_var), d sigma^2 / d log_var = exp(log_var) = sigma^2.")
+        if close(g_lv, torch.ones_like(g_lv)):
+            return Feedback(False, "grad_log_var: 1 is the derivative with respect to the variance sigma^2. "
+                                   "The chain rule through sigma^2 = exp(log_var) multiplies it by exp(log_var).")
+        if close(g_lv, D * true_lv):
+            return Feedback(False, "grad_log_var: each log_var_d only enters through its own sigma_d^2; "
+                                   "there is no factor D.")
+        if close(g_lv, true_lv / 2) or close(g_lv, sigma):
+            return Feedback(False, "grad_log_var: d/d log_var of exp(log_var) is exp(log_var) = sigma^2 itself.")
+        return Feedback(False, f"grad_log_var is off by up to {(g_lv - true_lv).abs().max():.3g}.")
+    return Feedback(True, f"grad_mu = 2 (mu - c) = {[round(v, 4) for v in true_mu.tolist()]}, "
+                          f"grad_log_var = sigma^2 = {[round(v, 4) for v in true_lv.tolist()]}.")
+
+
+def _reference_1d(f, mu: float, log_var: float, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    sigma = math.exp(log_var / 2)
+    values = f(mu + sigma * eps)
+    return values * eps / sigma, values * (eps.square() - 1) / 2
+
+
+def check_score_function_1d(fn: Callable) -> Feedback:
+    """Check ``fn(f, mu, log_var, eps) -> (grad_mu, grad_log_var)``, each (n,): the per-sample score-function
+    estimates f(z) eps / sigma and f(z) (eps^2 - 1) / 2 at z = mu + sigma * eps, for a 1-D Gaussian.
+
+    Compares with the reference on fixed noise, naming the typical mistakes (the score alone, eps instead
+    of eps / sigma, the derivative of f (pathwise) instead of its value, the score with respect to the
+    variance, a missing 1/2, an average instead of per-sample estimates). An answer that differs per
+    sample but is unbiased (e.g. with a baseline) passes with a note, after a test on 200,000 samples.
+    Chapter 4, exercise "score function in 1-D".
+    """
+    mu, log_var = 0.5, math.log(0.64)  # sigma = 0.8
+    sigma = math.exp(log_var / 2)
+    f = lambda z: torch.sin(2 * z) + z.square()
+    df = lambda z: 2 * torch.cos(2 * z) + 2 * z
+    eps = torch.randn(1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    result, failed = _call(fn, f, mu, log_var, eps.clone())
+    if failed is not None:
+        return failed
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        return Feedback(False, "return a pair (grad_mu, grad_log_var) of per-sample estimates, each of shape (n,).")
+    try:
+        g_mu, g_lv = (torch.as_tensor(r).detach().double() for r in result)
+    except (TypeError, ValueError, RuntimeError):
+        return Feedback(False, "grad_mu and grad_log_var should be tensors of shape (n,).")
+    for name, g in (("grad_mu", g_mu), ("grad_log_var", g_lv)):
+        if g.dim() == 0 or g.numel() == 1:
+            return Feedback(False, f"{name} is a single number: return the n per-sample estimates, shape (n,), "
+                                   "so that their mean and variance can be computed.")
+        if g.shape != eps.shape:
+            return Feedback(False, f"{name} should have shape {tuple(eps.shape)} (one estimate per eps), got {tuple(g.shape)}.")
+    z = mu + sigma * eps
+    ref_mu, ref_lv = _reference_1d(f, mu, log_var, eps)
+    v = f(z)
+    mu_ok, lv_ok = _close(g_mu, ref_mu, 1e-5, 1e-7), _close(g_lv, ref_lv, 1e-5, 1e-7)
+    if mu_ok and lv_ok:
+        return Feedback(True, "your per-sample estimates are f(z) * d/dphi log q(z): unbiased, and they use only "
+                              "values of f.")
+    mu_mistakes = {
+        "grad_mu is the score eps / sigma alone: multiply it by f(z).": eps / sigma,
+        "grad_mu is the derivative of f at z: that is the pathwise estimator. The score-function estimator "
+        "uses only the value f(z), times d/dmu log q(z) = (z - mu) / sigma^2.": df(z),
+        "grad_mu: d/dmu log q(z) = (z - mu) / sigma^2 = eps / sigma, not eps.": v * eps,
+        "grad_mu: d/dmu log q(z) = (z - mu) / sigma^2 = eps / sigma, not eps * sigma.": v * eps * sigma,
+        "grad_mu: d/dmu log q(z) = (z - mu) / sigma^2 = eps / sigma, not eps / sigma^2.": v * eps / sigma ** 2,
+        "grad_mu has the wrong sign: d/dmu log q(z) = +(z - mu) / sigma^2.": -v * eps / sigma,
+    }
+    lv_mistakes = {
+        "grad_log_var is missing the 1/2: d/dlog_var log q(z) = (eps^2 - 1) / 2.": v * (eps.square() - 1),
+        "grad_log_var: d/dlog_var log q(z) = -1/2 + (z - mu)^2 / (2 sigma^2) = (eps^2 - 1) / 2; the -1/2 "
+        "comes from the normalizer -log_var / 2 and without it the estimator is biased.": v * eps.square() / 2,
+        "grad_log_var is the score with respect to the variance sigma^2, (eps^2 - 1) / (2 sigma^2); "
+        "multiply by d sigma^2 / d log_var = sigma^2.": v * (eps.square() - 1) / (2 * sigma ** 2),
+        "grad_log_var is the score with respect to sigma, (eps^2 - 1) / sigma; d/dlog_var = (sigma / 2) d/dsigma.":
+            v * (eps.square() - 1) / sigma,
+        "grad_log_var is the score (eps^2 - 1) / 2 alone: multiply it by f(z).": (eps.square() - 1) / 2,
+        "grad_log_var is the pathwise estimate f'(z) sigma eps / 2; use the value f(z) times the score.":
+            df(z) * sigma * eps / 2,
+    }
+    if not mu_ok:
+        for message, candidate in mu_mistakes.items():
+            if _close(g_mu, candidate, 1e-5, 1e-7):
+                return Feedback(False, message)
+    if not lv_ok:
+        for message, candidate in lv_mistakes.items():
+            if _close(g_lv, candidate, 1e-5, 1e-7):
+                return Feedback(False, message)
+    # Not the plain estimator on this noise: accept it only if it is unbiased (e.g. a baseline was subtracted).
+    big = torch.randn(200_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    result, failed = _call(fn, f, mu, log_var, big)
+    if failed is not None:
+        return failed
+    try:
+        b_mu, b_lv = (torch.as_tensor(r).detach().double().flatten() for r in result)
+    except (TypeError, ValueError, RuntimeError):
+        return Feedback(False, "grad_mu and grad_log_var should be tensors of shape (n,).")
+    # exact gradients of E[sin(2z) + z^2] for z ~ N(mu, sigma^2):
+    # E sin(2z) = sin(2 mu) exp(-2 sigma^2), E z^2 = mu^2 + sigma^2
+    s2 = sigma ** 2
+    true_mu = 2 * math.cos(2 * mu) * math.exp(-2 * s2) + 2 * mu
+    true_lv = s2 * (-2 * math.sin(2 * mu) * math.exp(-2 * s2) + 1)  # d/dlog_var = sigma^2 d/d(sigma^2)
+    n = big.numel()
+    z_mu = (b_mu.mean().item() - true_mu) / (b_mu.std().item() / math.sqrt(n) + 1e-12)
+    z_lv = (b_lv.mean().item() - true_lv) / (b_lv.std().item() / math.sqrt(n) + 1e-12)
+    if b_mu.numel() == n and b_lv.numel() == n and abs(z_mu) < 5 and abs(z_lv) < 5:
+        return Feedback(True, "not the plain estimator f(z) * score on the same noise, but unbiased on 200,000 "
+                              "samples (did you subtract a baseline?). The exercise's reference has no baseline.")
+    which = "grad_mu" if not mu_ok else "grad_log_var"
+    return Feedback(False, f"{which} is neither the reference f(z) * d/dphi log q(z) nor unbiased (mean off by "
+                           f"{max(abs(z_mu), abs(z_lv)):.0f} standard errors). With z = mu + sigma * eps: "
+                           "grad_mu = f(z) eps / sigma, grad_log_var = f(z) (eps^2 - 1) / 2.")
