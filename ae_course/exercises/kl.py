@@ -1,0 +1,191 @@
+"""Checkers for the exercises of chapter 3, the KL divergence between Gaussians in closed form."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from ..losses import gaussian_kl
+from .feedback import Feedback, as_number
+
+
+def _inputs(seed: int = 0, batch: int = 6, dim: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, dim, generator=gen, dtype=torch.float64), 4 * torch.rand(batch, dim, generator=gen, dtype=torch.float64) - 2
+
+
+def _call(fn, *args) -> torch.Tensor | Feedback:
+    try:
+        got = fn(*(a.clone() for a in args))
+    except Exception as err:  # the learner's code may fail in any way; report it
+        return Feedback(False, f"calling your function raised {type(err).__name__}: {err}")
+    if not isinstance(got, torch.Tensor):
+        return Feedback(False, f"return a torch.Tensor, got {type(got).__name__}.")
+    return got.detach()
+
+
+def _shape_feedback(got: torch.Tensor, batch: int, dim: int) -> Feedback | None:
+    if got.shape == (batch, dim):
+        return Feedback(False, "you returned one value per latent dimension, shape (B, L); sum over the latent "
+                               "dimensions (dim=1): the KL of independent coordinates is the sum of their KLs.")
+    if got.shape == (dim,):
+        return Feedback(False, "you summed over the batch (dim=0); sum over the latent dimensions (dim=1) and "
+                               "return one value per example, shape (B,).")
+    if got.dim() == 0:
+        return Feedback(False, "you returned a single number; return one KL per example, shape (B,).")
+    if got.shape != (batch,):
+        return Feedback(False, f"expected shape ({batch},), got {tuple(got.shape)}.")
+    return None
+
+
+def check_gaussian_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
+    r"""Check ``fn(mu, log_var) -> (B,)``: KL(N(mu, diag(exp(log_var))) || N(0, I)) in nats,
+    = 1/2 sum_j (mu_j^2 + exp(log_var_j) - log_var_j - 1) (Kingma & Welling 2014, App. B).
+
+    Diagnoses: no sum over dimensions, summing over the batch, a missing 1/2, sigma in place of sigma^2,
+    log_var read as log sigma, a flipped sign, a mean over dimensions, a missing -1 or mu^2, and a KL that
+    overflows to inf at log_var = -120 (log(exp(log_var)) in single precision). Chapter 3.
+    """
+    mu, log_var = _inputs()
+    batch, dim = mu.shape
+    got = _call(fn, mu, log_var)
+    if isinstance(got, Feedback):
+        return got
+    shape = _shape_feedback(got, batch, dim)
+    if shape is not None:
+        return shape
+    got = got.double()
+    expected = gaussian_kl(mu, log_var)
+    terms = lambda m, v, lv: 0.5 * (m ** 2 + v - lv - 1).sum(1)  # noqa: E731
+    diagnoses = [
+        (2 * expected, "the values are twice too large: the factor 1/2 in front of the sum is missing."),
+        (terms(mu, torch.exp(0.5 * log_var), log_var),
+         "you used the standard deviation sigma = exp(log_var / 2) where the formula has the variance "
+         "sigma^2 = exp(log_var)."),
+        (terms(mu, torch.exp(2 * log_var), 2 * log_var),
+         "you treated log_var as log sigma (so sigma^2 = exp(2 log_var)); log_var is already log sigma^2: "
+         "sigma^2 = exp(log_var)."),
+        (terms(mu, torch.exp(log_var), 0.5 * log_var),
+         "the log term should be log sigma^2 = log_var, not log sigma = log_var / 2."),
+        (-expected, "the sign is flipped: a KL divergence is >= 0."),
+        (expected / dim, "you averaged over the latent dimensions; sum over them."),
+        (expected + 0.5 * dim, "the -1 inside the sum is missing (the KL must be 0 at mu = 0, log_var = 0)."),
+        (expected - 0.5 * (mu ** 2).sum(1), "the mu^2 term is missing: moving the mean away from 0 must cost."),
+    ]
+    if not torch.allclose(got, expected, rtol=1e-5, atol=1e-6):
+        for value, message in diagnoses:
+            if torch.allclose(got, value, rtol=1e-5, atol=1e-6):
+                return Feedback(False, message)
+        for value, message in diagnoses[1:]:  # the same mistakes, with the 1/2 missing as well
+            if torch.allclose(got, 2 * value, rtol=1e-5, atol=1e-6):
+                return Feedback(False, message + " And the factor 1/2 in front of the sum is missing.")
+        worst = (got - expected).abs().max().item()
+        return Feedback(False, f"values differ from 1/2 sum_j (mu_j^2 + exp(log_var_j) - log_var_j - 1) by up to "
+                               f"{worst:.4g} nats.")
+    mu_x = torch.zeros(2, 3)
+    log_var_x = torch.tensor([[-120.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
+    extreme = _call(fn, mu_x, log_var_x)
+    if isinstance(extreme, Feedback) or not torch.isfinite(extreme).all():
+        return Feedback(False, "right for moderate inputs, but not finite at log_var = -120 in float32: exp(-120) "
+                               "underflows to 0 and log(0) = -inf. Use log_var itself for log sigma^2, never "
+                               "log(exp(log_var)) or log(sigma**2).")
+    return Feedback(True, "matches 1/2 sum_j (mu_j^2 + exp(log_var_j) - log_var_j - 1) and stays finite for "
+                          "extreme log-variances.")
+
+
+def check_general_gaussian_kl(fn: Callable[..., torch.Tensor]) -> Feedback:
+    r"""Check ``fn(mu1, log_var1, mu2, log_var2) -> (B,)``: KL(N(mu1, diag s1^2) || N(mu2, diag s2^2)) in nats,
+    = sum_j [ log(s2_j / s1_j) + (s1_j^2 + (mu1_j - mu2_j)^2) / (2 s2_j^2) - 1/2 ], against
+    ``torch.distributions.kl_divergence``. Diagnoses: the reversed direction, a missing 1/2, (mu1 - mu2)^2 not
+    divided by s2^2, standard deviations in place of variances, no sum, sum over the batch, a flipped sign.
+    Chapter 3.
+    """
+    mu1, log_var1 = _inputs(1)
+    mu2, log_var2 = _inputs(2)
+    batch, dim = mu1.shape
+    got = _call(fn, mu1, log_var1, mu2, log_var2)
+    if isinstance(got, Feedback):
+        return got
+    shape = _shape_feedback(got, batch, dim)
+    if shape is not None:
+        return shape
+    got = got.double()
+
+    def kl(m1, lv1, m2, lv2):
+        return kl_divergence(Normal(m1, torch.exp(0.5 * lv1)), Normal(m2, torch.exp(0.5 * lv2))).sum(1)
+
+    expected = kl(mu1, log_var1, mu2, log_var2)
+    v1, v2 = log_var1.exp(), log_var2.exp()
+    log_ratio = 0.5 * (log_var2 - log_var1)
+    if torch.allclose(got, expected, rtol=1e-5, atol=1e-6):
+        return Feedback(True, "matches torch.distributions.kl_divergence summed over dimensions.")
+    diagnoses = [
+        (kl(mu2, log_var2, mu1, log_var1), "that is KL(N2 || N1), the reverse direction: the expectation is under "
+                                           "the first distribution, q = N(mu1, s1^2)."),
+        (2 * expected, "the values are twice too large: a factor 1/2 is missing."),
+        ((log_ratio + v1 / (2 * v2) + (mu1 - mu2) ** 2 / 2 - 0.5).sum(1),
+         "the squared mean difference (mu1 - mu2)^2 must be divided by 2 s2^2 too."),
+        ((log_ratio + (v1.sqrt() + (mu1 - mu2) ** 2) / (2 * v2.sqrt()) - 0.5).sum(1),
+         "you used standard deviations where the formula has variances: (s1^2 + (mu1 - mu2)^2) / (2 s2^2)."),
+        (-expected, "the sign is flipped: a KL divergence is >= 0."),
+        (expected / dim, "you averaged over the latent dimensions; sum over them."),
+    ]
+    for value, message in diagnoses:
+        if torch.allclose(got, value, rtol=1e-5, atol=1e-6):
+            return Feedback(False, message)
+    worst = (got - expected).abs().max().item()
+    return Feedback(False, f"values differ from torch.distributions.kl_divergence by up to {worst:.4g} nats. "
+                           "Start from E_q[log q(z) - log p(z)] with q = N(mu1, s1^2), p = N(mu2, s2^2).")
+
+
+def mc_kl_standard_deviation(mu: torch.Tensor, log_var: torch.Tensor) -> float:
+    r"""Standard deviation of one Monte Carlo term log q(z) - log p(z), z ~ q = N(mu, diag(exp(log_var))), p = N(0, I).
+
+    With z_j = mu_j + s_j eps_j the term is const + sum_j [mu_j s_j eps_j + (s_j^2 - 1) eps_j^2 / 2], so its
+    variance is sum_j [mu_j^2 s_j^2 + (s_j^2 - 1)^2 / 2] (Var eps^2 = 2, Cov(eps, eps^2) = 0). mu, log_var: (L,).
+    """
+    var = torch.exp(log_var.double())
+    return math.sqrt((mu.double() ** 2 * var + (var - 1) ** 2 / 2).sum().item())
+
+
+def check_mc_kl(estimate, standard_error, mu: torch.Tensor, log_var: torch.Tensor, n_samples: int) -> Feedback:
+    r"""Check a Monte Carlo estimate of KL(N(mu, diag(exp(log_var))) || N(0, I)) from ``n_samples`` draws, and its
+    standard error (the sample standard deviation of log q(z) - log p(z) divided by sqrt(n_samples)).
+
+    mu, log_var: (L,), one example. The estimate must be within 4 standard errors of the closed form; the
+    standard error within 20 % of the true one, :func:`mc_kl_standard_deviation` / sqrt(n). Diagnoses: a
+    standard deviation reported as the error, division by n instead of sqrt(n), a variance instead of a
+    standard deviation, a flipped sign. Chapter 3.
+    """
+    estimate = as_number(estimate, "the estimate")
+    if isinstance(estimate, Feedback):
+        return estimate
+    standard_error = as_number(standard_error, "the standard error")
+    if isinstance(standard_error, Feedback):
+        return standard_error
+    exact = gaussian_kl(mu.double()[None], log_var.double()[None]).item()
+    sd = mc_kl_standard_deviation(mu, log_var)
+    n = int(n_samples)
+    expected_se = sd / math.sqrt(n)
+    if not standard_error > 0:
+        return Feedback(False, f"the standard error should be positive, got {standard_error:.4g}.")
+    ratio = lambda a, b: 0.8 <= a / b <= 1.25  # noqa: E731
+    if not ratio(standard_error, expected_se):
+        if ratio(standard_error, sd):
+            return Feedback(False, "your standard error is the standard deviation of a single term; the standard "
+                                   "error of the mean of n terms is that divided by sqrt(n).")
+        if ratio(standard_error, sd / n):
+            return Feedback(False, "you divided the standard deviation by n; the standard error is sd / sqrt(n).")
+        if ratio(standard_error, sd ** 2 / n):
+            return Feedback(False, "that is the variance of the mean (sd^2 / n); take its square root.")
+        return Feedback(False, f"the standard error should be about {expected_se:.3g} nats for n = {n}, "
+                               f"got {standard_error:.3g}: sd of log q(z) - log p(z) over the samples / sqrt(n).")
+    if abs(estimate - exact) <= 4 * expected_se:
+        return Feedback(True, f"{estimate:.4f} +- {standard_error:.4f} nats; the closed form is {exact:.4f}, "
+                              f"{abs(estimate - exact) / standard_error:.1f} standard errors away.")
+    if abs(estimate + exact) <= 4 * expected_se:
+        return Feedback(False, "the sign is flipped: average log q(z) - log p(z), not log p(z) - log q(z).")
+    return Feedback(False, f"your estimate {estimate:.4f} is {abs(estimate - exact) / expected_se:.1f} standard errors "
+                           "from the closed form: average log q(z) - log p(z) over z drawn from q (not from p).")
