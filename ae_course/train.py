@@ -60,30 +60,40 @@ def evaluate(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
     return total / len(x)
 
 
-def train(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: int = 128, lr: float = 1e-3,
+def train(model: nn.Module, x: torch.Tensor, *, epochs: int | None = None, steps: int | None = None,
+          batch_size: int = 128, lr: float = 1e-3,
           seed: int = 0, x_val: torch.Tensor | None = None, device: str | torch.device | None = None,
           transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
           optimizer: torch.optim.Optimizer | None = None, progress: bool = True) -> History:
     """Minimize the mean of ``model.loss(batch)`` over minibatches of x with Adam.
 
+    ``history.train_loss`` holds, per epoch, the mean loss per example over the batches of that epoch.
+
     Args:
         model: a module with ``loss(x) -> (B,)``; moved to `device` (see :func:`get_device`).
         x: (N, D) training data, kept on its device and moved batch by batch.
-        epochs: passes over x; batch_size: examples per step (the last partial batch is kept).
+        epochs: passes over x, or
+        steps: the number of minibatches (gradient steps) to train for, whatever the size of x: the
+            same budget on a small and a large data set; the last epoch may be partial. Give exactly one.
+        batch_size: examples per step (the last partial batch of an epoch is kept).
         lr: Adam's learning rate (Kingma & Ba 2015) unless `optimizer` is given.
         seed: seeds torch's global generator (shuffling, and any sampling in the model or `transform`).
         x_val: optional (M, D) held-out data, evaluated after every epoch.
+        optimizer: an optimizer over the model's parameters, e.g. to continue training in stages.
         transform: applied to each batch on the device before the loss (e.g. dynamic binarization
             or a corruption process); also applied to x_val.
         progress: show a tqdm bar over epochs with the current losses (unless $TQDM_DISABLE is set).
     Returns:
         a :class:`History`.
     Raises:
-        ValueError: for epochs < 1, batch_size < 1 or empty x.
+        ValueError: unless exactly one of epochs and steps is given and >= 1; for batch_size < 1 or empty x.
         FloatingPointError: when a loss is NaN or infinite; the parameters keep the last finite step's values.
     """
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got epochs={epochs}, batch_size={batch_size}")
+    if (epochs is None) == (steps is None):
+        raise ValueError(f"give exactly one of epochs and steps, got epochs={epochs}, steps={steps}")
+    if (epochs if steps is None else steps) < 1 or batch_size < 1:
+        raise ValueError(f"epochs, steps and batch_size must be >= 1, got epochs={epochs}, steps={steps}, "
+                         f"batch_size={batch_size}")
     if len(x) == 0:
         raise ValueError("no training data: x is empty")
     dev = get_device(device)
@@ -93,13 +103,15 @@ def train(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: int = 1
     opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=lr)
     history = History(device=str(dev))
     steps_per_epoch = math.ceil(len(x) / batch_size)
+    total_steps = steps if steps is not None else epochs * steps_per_epoch
     start_time = time.perf_counter()
     # progress=True leaves the bar to tqdm's own settings, so TQDM_DISABLE=1 silences it (the book build does).
-    bar = tqdm(range(epochs), desc=type(model).__name__, mininterval=1.0, **({} if progress else {"disable": True}))
+    bar = tqdm(range(math.ceil(total_steps / steps_per_epoch)), desc=type(model).__name__, mininterval=1.0,
+               **({} if progress else {"disable": True}))
     for epoch in bar:
         order = torch.randperm(len(x), device=x.device)
-        running = torch.zeros((), device=dev)
-        for i in range(steps_per_epoch):
+        running, seen = torch.zeros((), device=dev), 0
+        for i in range(min(steps_per_epoch, total_steps - history.steps)):
             batch = x[order[i * batch_size:(i + 1) * batch_size]].to(dev, non_blocking=True)
             if transform is not None:
                 batch = transform(batch)
@@ -113,7 +125,8 @@ def train(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: int = 1
             opt.step()
             history.steps += 1
             running += loss.detach() * len(batch)
-        history.train_loss.append(running.item() / len(x))
+            seen += len(batch)
+        history.train_loss.append(running.item() / seen)
         postfix = {"train": f"{history.train_loss[-1]:.2f}"}
         if x_val is not None:
             history.val_loss.append(evaluate(model, x_val, transform=transform))

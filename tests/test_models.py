@@ -140,3 +140,17 @@ def test_image_grid_and_latent_scatter():
         latent_scatter(torch.randn(5, 3), torch.zeros(5))
     with pytest.raises(ValueError, match="labels"):
         latent_scatter(torch.randn(5, 2), torch.zeros(4))
+
+
+def test_training_by_steps_gives_the_same_budget_on_any_data_size():
+    for n in (50, 1000):
+        model = ae_course.Autoencoder(latent_dim=2, hidden=(8,))
+        history = ae_course.train(model, _tiny_data(n), steps=20, batch_size=32, progress=False)
+        assert history.steps == 20
+        assert len(history.train_loss) == math.ceil(20 / math.ceil(n / 32))
+    with pytest.raises(ValueError, match="exactly one of epochs and steps"):
+        ae_course.train(model, _tiny_data(10), epochs=1, steps=1)
+    with pytest.raises(ValueError, match="exactly one of epochs and steps"):
+        ae_course.train(model, _tiny_data(10))
+    with pytest.raises(ValueError, match=">= 1"):
+        ae_course.train(model, _tiny_data(10), steps=0)

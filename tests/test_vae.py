@@ -352,3 +352,12 @@ def test_active_units_counts_dimensions_whose_posterior_mean_varies():
     assert active_units(model, x, threshold=2.0) == 0
     with pytest.raises(ValueError, match="threshold"):
         active_units(model, x, threshold=-1.0)
+
+
+def test_reconstruct_decodes_the_posterior_mean():
+    torch.manual_seed(0)
+    model = VAE(latent_dim=3, hidden=(16,))
+    x = torch.rand(4, 784)
+    mu, _ = model.encode(x)
+    assert torch.equal(model.reconstruct(x), torch.sigmoid(model.decode(mu)))
+    assert not model.reconstruct(x).requires_grad
