@@ -45,8 +45,11 @@ class History:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
-             transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
-    """Mean of ``model.loss`` over the rows of x (B, D), in the model's loss units, in eval mode."""
+             transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             y: torch.Tensor | None = None) -> float:
+    """Mean of ``model.loss`` over the rows of x (N, D), in the model's loss units, in eval mode.
+
+    y: optional (N,) labels, passed as ``model.loss(x, y)`` (conditional models)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -55,16 +58,19 @@ def evaluate(model: nn.Module, x: torch.Tensor, batch_size: int = 1000,
         batch = x[start:start + batch_size].to(device)
         if transform is not None:
             batch = transform(batch)
-        total += model.loss(batch).sum().item()
+        extra = () if y is None else (y[start:start + batch_size].to(device),)
+        total += model.loss(batch, *extra).sum().item()
     model.train(was_training)
     return total / len(x)
 
 
-def train(model: nn.Module, x: torch.Tensor, *, epochs: int | None = None, steps: int | None = None,
+def train(model: nn.Module, x: torch.Tensor, *, y: torch.Tensor | None = None,
+          epochs: int | None = None, steps: int | None = None,
           batch_size: int = 128, lr: float = 1e-3,
           seed: int = 0, x_val: torch.Tensor | None = None, device: str | torch.device | None = None,
           transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-          optimizer: torch.optim.Optimizer | None = None, progress: bool = True) -> History:
+          optimizer: torch.optim.Optimizer | None = None, progress: bool = True,
+          y_val: torch.Tensor | None = None) -> History:
     """Minimize the mean of ``model.loss(batch)`` over minibatches of x with Adam.
 
     ``history.train_loss`` holds, per epoch, the mean loss per example over the batches of that epoch.
@@ -72,13 +78,14 @@ def train(model: nn.Module, x: torch.Tensor, *, epochs: int | None = None, steps
     Args:
         model: a module with ``loss(x) -> (B,)``; moved to `device` (see :func:`get_device`).
         x: (N, D) training data, kept on its device and moved batch by batch.
+        y: optional (N,) labels; then the loss is ``model.loss(batch, labels)`` (conditional models).
         epochs: passes over x, or
         steps: the number of minibatches (gradient steps) to train for, whatever the size of x: the
             same budget on a small and a large data set; the last epoch may be partial. Give exactly one.
         batch_size: examples per step (the last partial batch of an epoch is kept).
         lr: Adam's learning rate (Kingma & Ba 2015) unless `optimizer` is given.
         seed: seeds torch's global generator (shuffling, and any sampling in the model or `transform`).
-        x_val: optional (M, D) held-out data, evaluated after every epoch.
+        x_val: optional (M, D) held-out data, evaluated after every epoch (y_val: its labels).
         optimizer: an optimizer over the model's parameters, e.g. to continue training in stages.
         transform: applied to each batch on the device before the loss (e.g. dynamic binarization
             or a corruption process); also applied to x_val.
@@ -96,6 +103,8 @@ def train(model: nn.Module, x: torch.Tensor, *, epochs: int | None = None, steps
                          f"batch_size={batch_size}")
     if len(x) == 0:
         raise ValueError("no training data: x is empty")
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"x has {len(x)} rows but y has {len(y)} labels")
     dev = get_device(device)
     torch.manual_seed(seed)
     model.to(dev)
@@ -112,10 +121,12 @@ def train(model: nn.Module, x: torch.Tensor, *, epochs: int | None = None, steps
         order = torch.randperm(len(x), device=x.device)
         running, seen = torch.zeros((), device=dev), 0
         for i in range(min(steps_per_epoch, total_steps - history.steps)):
-            batch = x[order[i * batch_size:(i + 1) * batch_size]].to(dev, non_blocking=True)
+            rows = order[i * batch_size:(i + 1) * batch_size]
+            batch = x[rows].to(dev, non_blocking=True)
             if transform is not None:
                 batch = transform(batch)
-            loss = model.loss(batch).mean()
+            extra = () if y is None else (y[rows.to(y.device)].to(dev, non_blocking=True),)
+            loss = model.loss(batch, *extra).mean()
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1} (global step {history.steps + 1}); "
@@ -129,7 +140,7 @@ def train(model: nn.Module, x: torch.Tensor, *, epochs: int | None = None, steps
         history.train_loss.append(running.item() / seen)
         postfix = {"train": f"{history.train_loss[-1]:.2f}"}
         if x_val is not None:
-            history.val_loss.append(evaluate(model, x_val, transform=transform))
+            history.val_loss.append(evaluate(model, x_val, transform=transform, y=y_val))
             postfix["val"] = f"{history.val_loss[-1]:.2f}"
         bar.set_postfix(postfix)
     history.seconds = time.perf_counter() - start_time

@@ -154,3 +154,26 @@ def test_training_by_steps_gives_the_same_budget_on_any_data_size():
         ae_course.train(model, _tiny_data(10))
     with pytest.raises(ValueError, match=">= 1"):
         ae_course.train(model, _tiny_data(10), steps=0)
+
+
+class _LabelledLoss(nn.Module):
+    """A toy conditional model: its loss depends on the label, so the loop must pass the right labels."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def loss(self, x, y):
+        assert len(x) == len(y)
+        return (self.scale * x.sum(1) - y.float()) ** 2
+
+
+def test_training_passes_labels_batch_by_batch():
+    x = torch.ones(64, 3)
+    y = torch.full((64,), 6)
+    model = _LabelledLoss()
+    history = ae_course.train(model, x, y=y, epochs=60, batch_size=16, lr=0.05, x_val=x, y_val=y, progress=False)
+    assert abs(model.scale.item() - 2.0) < 0.05          # x.sum(1) = 3, so scale -> 6 / 3
+    assert ae_course.evaluate(model, x, y=y) == pytest.approx(history.val_loss[-1])
+    with pytest.raises(ValueError, match="64 rows but y has 10 labels"):
+        ae_course.train(model, x, y=y[:10], epochs=1)
