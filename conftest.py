@@ -12,7 +12,6 @@ from unittest import mock
 
 import jupytext
 import nbval.plugin
-import pytest
 
 
 class MystNotebookFile(nbval.plugin.IPyNbFile):
