@@ -1,0 +1,126 @@
+"""The corruption processes have the right statistics and the denoising autoencoder's loss targets the clean x."""
+import functools
+import math
+
+import pytest
+import torch
+
+import ae_course
+from ae_course.corruption import gaussian_noise, masking_noise, salt_and_pepper
+from ae_course.denoising import DenoisingAutoencoder
+
+
+def _images(n=200, d=784, seed=0):
+    return 0.05 + 0.95 * torch.rand(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9, 1.0])
+def test_masking_zeroes_the_right_fraction_and_only_zeroes(fraction):
+    x = _images()
+    noisy = masking_noise(x, fraction, generator=torch.Generator().manual_seed(1))
+    assert noisy.shape == x.shape and noisy.dtype == x.dtype
+    zero = noisy == 0
+    assert ((noisy == x) | zero).all()          # only erases, never adds ink
+    assert (noisy <= x).all()
+    se = math.sqrt(fraction * (1 - fraction) / x.numel())
+    assert abs(zero.double().mean().item() - fraction) <= 5 * se + 1e-12
+    # independent per image: the per-image fractions spread like a binomial, not 0/1
+    if 0 < fraction < 1:
+        per_image = zero.double().mean(1)
+        assert per_image.std().item() < 3 * math.sqrt(fraction * (1 - fraction) / x.shape[1])
+        assert not (zero == zero[:1]).all()
+
+
+def test_masking_is_fresh_and_reproducible():
+    x = _images(10)
+    assert not torch.equal(masking_noise(x, 0.5), masking_noise(x, 0.5))
+    a = masking_noise(x, 0.5, generator=torch.Generator().manual_seed(3))
+    b = masking_noise(x, 0.5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    x_before = x.clone()
+    masking_noise(x, 0.5)
+    assert torch.equal(x, x_before)
+
+
+def test_gaussian_noise_statistics_and_clip():
+    x = torch.full((400, 784), 0.5)
+    raw = gaussian_noise(x, 0.3, clip=False, generator=torch.Generator().manual_seed(0))
+    eps = raw - x
+    n = eps.numel()
+    assert abs(eps.mean().item()) < 5 * 0.3 / math.sqrt(n)
+    assert abs(eps.std().item() - 0.3) < 5 * 0.3 / math.sqrt(2 * n)
+    clipped = gaussian_noise(x, 0.3, generator=torch.Generator().manual_seed(0))
+    assert clipped.min() >= 0 and clipped.max() <= 1
+    assert torch.equal(clipped, raw.clamp(0, 1))      # same draw, then clipped
+    assert torch.equal(gaussian_noise(x, 0.0), x)
+
+
+def test_salt_and_pepper():
+    x = torch.full((400, 784), 0.5)
+    noisy = salt_and_pepper(x, 0.2, generator=torch.Generator().manual_seed(0))
+    hit = noisy != 0.5
+    assert ((noisy[hit] == 0) | (noisy[hit] == 1)).all()
+    se = math.sqrt(0.2 * 0.8 / x.numel())
+    assert abs(hit.double().mean().item() - 0.2) < 5 * se
+    assert abs((noisy[hit] == 1).double().mean().item() - 0.5) < 0.02
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda x: masking_noise(x, -0.1), "fraction must be in [0.0, 1.0]"),
+    (lambda x: masking_noise(x, 1.5), "fraction must be in"),
+    (lambda x: masking_noise(x, float("nan")), "fraction must be in"),
+    (lambda x: masking_noise(x, "a lot"), "fraction must be a number"),
+    (lambda x: salt_and_pepper(x, 2.0), "fraction must be in"),
+    (lambda x: gaussian_noise(x, -1.0), "std must be >= 0"),
+    (lambda x: masking_noise((x * 255).to(torch.uint8), 0.5), "floating-point"),
+    (lambda x: gaussian_noise(x.numpy(), 0.1), "torch.Tensor"),
+])
+def test_bad_arguments_raise(call, needle):
+    with pytest.raises(ValueError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        call(_images(2))
+
+
+def test_dae_rejects_a_non_callable_corruption():
+    with pytest.raises(ValueError, match="callable"):
+        DenoisingAutoencoder(corruption=0.5)
+
+
+def test_dae_is_an_autoencoder_and_its_loss_targets_the_clean_input():
+    torch.manual_seed(0)
+    corruption = functools.partial(masking_noise, fraction=0.5)
+    dae = DenoisingAutoencoder(corruption=corruption, latent_dim=8, hidden=(32,))
+    assert isinstance(dae, ae_course.Autoencoder)
+    x = _images(16)
+    torch.manual_seed(5)
+    ours = dae.loss(x)
+    torch.manual_seed(5)
+    corrupted = corruption(x)
+    expected = ae_course.Autoencoder.loss(dae, corrupted, target=x)
+    assert torch.allclose(ours, expected)
+    # not the plain objective on the corrupted input, nor the plain loss on the clean one
+    assert not torch.allclose(ours, ae_course.Autoencoder.loss(dae, corrupted))
+    assert not torch.allclose(ours, ae_course.Autoencoder.loss(dae, x))
+    # no corruption at test time: reconstruct is deterministic
+    assert torch.equal(dae.reconstruct(x), dae.reconstruct(x))
+    assert torch.equal(dae.encode(x), ae_course.Autoencoder.encode(dae, x))
+
+
+def test_identity_corruption_gives_the_plain_loss():
+    torch.manual_seed(0)
+    dae = DenoisingAutoencoder(corruption=lambda x: x, latent_dim=4, hidden=(16,), loss="mse")
+    x = _images(8)
+    assert torch.allclose(dae.loss(x), ae_course.Autoencoder.loss(dae, x))
+
+
+def test_training_reduces_the_denoising_loss():
+    gen = torch.Generator().manual_seed(0)
+    # a toy data set: 10 prototype "digits" with small jitter
+    protos = (torch.rand(10, 64, generator=gen) > 0.6).float()
+    x = (protos[torch.randint(0, 10, (500,), generator=gen)] + 0.05 * torch.rand(500, 64, generator=gen)).clamp(0, 1)
+    torch.manual_seed(0)
+    dae = DenoisingAutoencoder(corruption=functools.partial(masking_noise, fraction=0.3),
+                               input_dim=64, latent_dim=8, hidden=(64,))
+    before = ae_course.evaluate(dae, x)
+    ae_course.train(dae, x, steps=150, batch_size=50, lr=3e-3, seed=0, progress=False)
+    after = ae_course.evaluate(dae, x)
+    assert after < 0.6 * before, (before, after)
