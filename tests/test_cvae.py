@@ -9,18 +9,10 @@ from ae_course.cvae import ConditionalVAE
 from ae_course.data import binarize_dynamic
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+from helpers import binary_data
 
+pytestmark = pytest.mark.usefixtures("seed_and_one_thread")
 
-def binary_data(n=16, d=784, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(torch.rand(n, d, generator=gen) * 0.6, generator=gen)
 
 
 def labels(n=16, k=10, seed=0):

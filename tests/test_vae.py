@@ -14,19 +14,10 @@ from ae_course.losses import bernoulli_log_likelihood
 from ae_course.vae import LOG_VAR_MAX, LOG_VAR_MIN
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    """Seed, and use one thread: these models are tiny, and on a shared CPU spinning OpenMP threads cost more than they give."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+from helpers import binary_data
 
+pytestmark = pytest.mark.usefixtures("seed_and_one_thread")
 
-def binary_data(n=64, d=784, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(torch.rand(n, d, generator=gen) * 0.6, generator=gen)
 
 
 def linear_sizes(module):
