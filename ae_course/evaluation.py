@@ -150,3 +150,21 @@ def active_units(model, x: torch.Tensor, threshold: float = 0.01, batch_size: in
     if not threshold >= 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
     return int((posterior_mean_variance(model, x, batch_size) > threshold).sum().item())
+
+
+@torch.no_grad()
+def off_data_fraction(z_data: torch.Tensor, z_new: torch.Tensor, quantile: float = 0.99) -> float:
+    """Fraction of the codes z_new that fall *off the data*: farther from every code in z_data than
+    `quantile` of the data codes are from their own nearest neighbour. A measure of how much of the region
+    one samples from holds no data (used by the autoencoder and VAE chapters).
+
+    z_data: (N, L) codes of real data, N >= 2; z_new: (M, L) codes to test. Returns a float in [0, 1].
+    Raises ValueError for mismatched latent sizes, N < 2 or a quantile outside (0, 1].
+    """
+    if z_data.dim() != 2 or z_new.dim() != 2 or z_data.shape[1] != z_new.shape[1] or len(z_data) < 2:
+        raise ValueError(f"need z_data (N >= 2, L) and z_new (M, L), got {tuple(z_data.shape)} and {tuple(z_new.shape)}")
+    if not 0 < quantile <= 1:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+    gaps = torch.cdist(z_data, z_data).fill_diagonal_(float("inf")).min(dim=1).values
+    radius = torch.quantile(gaps, quantile)
+    return (torch.cdist(z_new, z_data).min(dim=1).values > radius).float().mean().item()

@@ -328,3 +328,14 @@ def test_reconstruct_decodes_the_posterior_mean():
     mu, _ = model.encode(x)
     assert torch.equal(model.reconstruct(x), torch.sigmoid(model.decode(mu)))
     assert not model.reconstruct(x).requires_grad
+
+
+def test_off_data_fraction_counts_codes_far_from_the_data():
+    from ae_course.evaluation import off_data_fraction
+    z_data = torch.stack(torch.meshgrid(torch.arange(10.0), torch.arange(10.0), indexing="ij"), -1).reshape(-1, 2)
+    near, far = z_data[:30] + 0.1, torch.full((10, 2), 50.0)   # grid spacing 1: radius 1
+    assert off_data_fraction(z_data, torch.cat([near, far])) == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        off_data_fraction(z_data, torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="quantile"):
+        off_data_fraction(z_data, near, quantile=0)
