@@ -168,3 +168,35 @@ def off_data_fraction(z_data: torch.Tensor, z_new: torch.Tensor, quantile: float
     gaps = torch.cdist(z_data, z_data).fill_diagonal_(float("inf")).min(dim=1).values
     radius = torch.quantile(gaps, quantile)
     return (torch.cdist(z_new, z_data).min(dim=1).values > radius).float().mean().item()
+
+
+def two_sample_accuracy(a: torch.Tensor, b: torch.Tensor, classifier=None, test_fraction: float = 0.5,
+                        seed: int = 0) -> float:
+    """Classifier two-sample test: the held-out accuracy of a fresh classifier telling rows of a from rows of b.
+
+    The two samples are labelled 0 and 1, split stratified into a training and a test part, and a
+    scikit-learn classifier is fitted on the first and scored on the second. 0.5 means the classifier
+    cannot tell the samples apart (as when both come from one distribution); 1.0 means they never overlap.
+    Lopez-Paz & Oquab 2017 (Revisiting classifier two-sample tests), section 2.
+
+    a: (N, L), b: (M, L) samples (e.g. encoded test images and prior samples), N, M >= 4.
+    classifier: any scikit-learn classifier; default k-nearest neighbours with k = 25 (flexible enough
+        for the curved and multi-modal 2-D priors of the AAE chapters).
+    Returns the accuracy in [0, 1] (a float). With balanced samples its standard error is about
+    sqrt(0.25 / n_test). Raises ValueError for mismatched dimensions, fewer than 4 rows, or a
+    test_fraction outside (0, 1).
+    """
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import KNeighborsClassifier
+
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 4:
+        raise ValueError(f"need two (N >= 4, L) samples of equal L, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    features = torch.cat([a, b]).detach().cpu().double().numpy()
+    labels = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    x_fit, x_test, y_fit, y_test = train_test_split(features, labels, test_size=test_fraction,
+                                                    random_state=seed, stratify=labels)
+    classifier = classifier if classifier is not None else KNeighborsClassifier(n_neighbors=min(25, len(y_fit)))
+    return float(classifier.fit(x_fit, y_fit).score(x_test, y_test))

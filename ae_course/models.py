@@ -124,3 +124,45 @@ class Autoencoder(nn.Module):
         if self.loss_name == "bce":
             return binary_cross_entropy(target, logits)
         return squared_error(target, torch.sigmoid(logits))
+
+
+def one_hot(y, n_classes: int, batch_size: int | None = None, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Class labels -> a (B, n_classes) float tensor, for the networks that take a label as input.
+
+    y: integer class indices of shape (B,) (a tensor with an integer dtype, or a list of ints), or an
+    already encoded floating (B, n_classes) tensor whose rows are probability vectors (returned as is,
+    cast). batch_size: if given, B must equal it (the number of images or codes y goes with).
+    like: the result takes its device and dtype (e.g. a weight of the network); float32 on y's device if None.
+    Raises:
+        ValueError: for floating or boolean class indices, indices outside 0..n_classes-1, a one-hot
+            tensor of the wrong width or whose rows are not probability vectors, a tensor with more
+            than two dimensions, or B != batch_size.
+    """
+    if not isinstance(y, torch.Tensor):
+        y = torch.as_tensor(y)
+    if y.dim() == 2:
+        if not y.is_floating_point():
+            raise ValueError(f"a one-hot y must be a floating (B, {n_classes}) tensor, got dtype {y.dtype}; "
+                             f"class indices go in as a 1-d integer tensor of shape (B,)")
+        if y.shape[1] != n_classes:
+            raise ValueError(f"a one-hot y must have n_classes = {n_classes} columns, got shape {tuple(y.shape)}")
+        if not torch.isfinite(y).all() or (y < 0).any() or not torch.allclose(
+                y.sum(dim=1), torch.ones((), dtype=y.dtype, device=y.device), atol=1e-4):
+            raise ValueError("the rows of a one-hot y must be probability vectors (non-negative, summing to 1)")
+        encoded = y
+    elif y.dim() == 1:
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(f"class labels must be an integer tensor of shape (B,), got dtype {y.dtype}; "
+                             f"convert whole-number labels with y.long()")
+        if y.numel() and (y.min() < 0 or y.max() >= n_classes):
+            bad = y[(y < 0) | (y >= n_classes)][0].item()
+            raise ValueError(f"class labels must lie in 0..{n_classes - 1} (n_classes = {n_classes}), got {bad}")
+        encoded = torch.nn.functional.one_hot(y.long(), n_classes)
+    else:
+        raise ValueError(f"y must be class indices of shape (B,) or a one-hot tensor of shape (B, {n_classes}), "
+                         f"got shape {tuple(y.shape)}")
+    if batch_size is not None and encoded.shape[0] != batch_size:
+        raise ValueError(f"got {encoded.shape[0]} labels for {batch_size} inputs; give one label per row")
+    if like is None:
+        return encoded.float()
+    return encoded.to(device=like.device, dtype=like.dtype)

@@ -156,13 +156,13 @@ class VAE(nn.Module):
         return -(log_px_z - self.beta * kl)
 
     @torch.no_grad()
-    @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, input_dim) -> sigmoid(decode(mu(x))): (B, input_dim) in [0, 1], the decoder's mean at the
         posterior mean (no sampling, no gradient). Raises ValueError on a wrong shape."""
         mu, _ = self.encode(x)
         return torch.sigmoid(self.decode(mu))
 
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw n images from the model: z ~ p(z) = N(0, I), returns sigmoid(decode(z)), (n, input_dim) in [0, 1].
 
