@@ -35,7 +35,7 @@ from tqdm import tqdm
 from .losses import binary_cross_entropy
 from .models import check_input, mlp, one_hot
 from .priors import CategoricalPrior, GaussianPrior, Prior
-from .train import get_device
+from .train import get_device, minibatch_budget
 
 __all__ = ["Discriminator", "optimal_discriminator", "discriminator_loss", "generator_loss",
            "AdversarialAutoencoder", "SemiSupervisedAAE", "make_optimizers", "adversarial_step",
@@ -422,12 +422,7 @@ def train_adversarial(model: nn.Module, x: torch.Tensor, *, y: torch.Tensor | No
             (or missing for one with them), or `labelled` for a model without a class head.
         FloatingPointError: as :func:`adversarial_step`.
     """
-    if (epochs is None) == (steps is None):
-        raise ValueError(f"give exactly one of epochs and steps, got epochs={epochs}, steps={steps}")
-    if (epochs if steps is None else steps) < 1 or batch_size < 1:
-        raise ValueError(f"epochs, steps and batch_size must be >= 1, got {epochs}, {steps}, {batch_size}")
-    if len(x) == 0:
-        raise ValueError("no training data: x is empty")
+    steps_per_epoch, total_steps = minibatch_budget(len(x), batch_size, epochs, steps)
     labelled_decoder = isinstance(model, AdversarialAutoencoder) and model.n_classes > 0
     if (y is not None) != labelled_decoder:
         raise ValueError("pass y exactly when the model's decoder is conditioned on labels (the supervised AAE): "
@@ -446,8 +441,6 @@ def train_adversarial(model: nn.Module, x: torch.Tensor, *, y: torch.Tensor | No
     model.to(dev).train()
     optimizers = optimizers if optimizers is not None else make_optimizers(model, lr, lr_adversarial)
     history = AdversarialHistory(device=str(dev))
-    steps_per_epoch = math.ceil(len(x) / batch_size)
-    total_steps = steps if steps is not None else epochs * steps_per_epoch
     start = time.perf_counter()
     bar = tqdm(range(math.ceil(total_steps / steps_per_epoch)), desc=type(model).__name__, mininterval=1.0,
                **({} if progress else {"disable": True}))

@@ -32,6 +32,23 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def minibatch_budget(n: int, batch_size: int, epochs: int | None, steps: int | None) -> tuple[int, int]:
+    """(steps per epoch, total steps) for n examples in minibatches of batch_size, trained for `epochs`
+    passes or `steps` minibatches (exactly one of the two).
+
+    Raises ValueError unless exactly one of epochs and steps is given and >= 1, for batch_size < 1, or n = 0.
+    """
+    if (epochs is None) == (steps is None):
+        raise ValueError(f"give exactly one of epochs and steps, got epochs={epochs}, steps={steps}")
+    if (epochs if steps is None else steps) < 1 or batch_size < 1:
+        raise ValueError(f"epochs, steps and batch_size must be >= 1, got epochs={epochs}, steps={steps}, "
+                         f"batch_size={batch_size}")
+    if n == 0:
+        raise ValueError("no training data: x is empty")
+    steps_per_epoch = math.ceil(n / batch_size)
+    return steps_per_epoch, (steps if steps is not None else epochs * steps_per_epoch)
+
+
 @dataclass
 class History:
     """What a training run measured: per-epoch mean train loss (and validation loss if given), per example."""
@@ -96,13 +113,7 @@ def train(model: nn.Module, x: torch.Tensor, *, y: torch.Tensor | None = None,
         ValueError: unless exactly one of epochs and steps is given and >= 1; for batch_size < 1 or empty x.
         FloatingPointError: when a loss is NaN or infinite; the parameters keep the last finite step's values.
     """
-    if (epochs is None) == (steps is None):
-        raise ValueError(f"give exactly one of epochs and steps, got epochs={epochs}, steps={steps}")
-    if (epochs if steps is None else steps) < 1 or batch_size < 1:
-        raise ValueError(f"epochs, steps and batch_size must be >= 1, got epochs={epochs}, steps={steps}, "
-                         f"batch_size={batch_size}")
-    if len(x) == 0:
-        raise ValueError("no training data: x is empty")
+    steps_per_epoch, total_steps = minibatch_budget(len(x), batch_size, epochs, steps)
     if y is not None and len(y) != len(x):
         raise ValueError(f"x has {len(x)} rows but y has {len(y)} labels")
     dev = get_device(device)
@@ -111,8 +122,6 @@ def train(model: nn.Module, x: torch.Tensor, *, y: torch.Tensor | None = None,
     model.train()
     opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=lr)
     history = History(device=str(dev))
-    steps_per_epoch = math.ceil(len(x) / batch_size)
-    total_steps = steps if steps is not None else epochs * steps_per_epoch
     start_time = time.perf_counter()
     # progress=True leaves the bar to tqdm's own settings, so TQDM_DISABLE=1 silences it (the book build does).
     bar = tqdm(range(math.ceil(total_steps / steps_per_epoch)), desc=type(model).__name__, mininterval=1.0,
