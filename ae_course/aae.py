@@ -8,7 +8,7 @@ is 2 JS(q || p) - log 4, minimal exactly when the aggregated posterior q(z) equa
 p(z) are needed, never its density: the prior can be a mixture, a swiss roll, a categorical
 (:mod:`ae_course.priors`).
 
-Training alternates, per minibatch (Makhzani et al. 2016, section 2.1):
+Training alternates, per minibatch (Makhzani et al. 2016, section 2):
 
 1. the **reconstruction phase** updates encoder and decoder on the reconstruction loss;
 2. the **regularization phase** first updates the discriminator on ``discriminator_loss``, then the
@@ -372,7 +372,7 @@ def adversarial_step(model: nn.Module, optimizers: dict[str, torch.optim.Optimiz
 
     x: (B, input_dim); y: (B,) labels for a label-conditioned decoder. Returns the mean loss of each phase (nats per example).
     Raises FloatingPointError on a NaN or infinite loss, before that phase's update.
-    Makhzani et al. 2016, sections 2.1 and 5.
+    Makhzani et al. 2016, sections 2 and 5.
     """
     losses = {"reconstruction": _update(model, optimizers["reconstruction"],
                                         model.reconstruction_loss(x, y).mean(), "reconstruction"),
