@@ -382,6 +382,9 @@ def load_binarized_mnist(split: str = "train", data_dir: str | os.PathLike | Non
     ``<data_dir>/binarized-mnist/binarized_mnist_<split>.amat`` or ``.amat.gz``, 784 space-separated 0/1
     values per line. Raises FileNotFoundError naming the path if the file is absent, ValueError naming the
     file and line for a malformed row, and ChecksumError if the content's SHA-256 is not the published one.
+
+    The rows of the "test" split are ordered by digit class (its first 1,000 are nearly all zeros), so a
+    prefix such as ``[:1000]`` is not a sample of the test set: use all of it or a random subset.
     """
     if split not in _BINARIZED_SHA256:
         raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
