@@ -1,0 +1,229 @@
+"""The checkers of the semi-supervised AAE chapter accept the right answers and name each typical mistake."""
+import numpy as np
+import pytest
+import torch
+
+from ae_course.aae import discriminator_loss, optimal_discriminator
+from ae_course.exercises.ssaae import (check_choose_labelled, check_class_discriminator, check_error_rate,
+                                       optimal_class_discriminator)
+
+# ------------------------------------------------------------------------------------ error rate
+
+
+@pytest.fixture
+def logits_and_labels():
+    gen = torch.Generator().manual_seed(0)
+    sizes = [300, 150, 50]                                    # unequal classes: balanced error != error
+    labels = torch.cat([torch.full((s,), k) for k, s in enumerate(sizes)])
+    logits = torch.randn(len(labels), 3, generator=gen)
+    logits[torch.arange(len(labels)), labels] += torch.tensor([2.5, 0.5, 0.0])[labels]
+    return logits, labels
+
+
+def test_error_rate_accepts_the_fraction(logits_and_labels):
+    logits, labels = logits_and_labels
+    wrong = (logits.argmax(1) != labels).float().mean()
+    assert check_error_rate(wrong, logits, labels)
+    assert check_error_rate(wrong.item(), logits, labels)
+    assert check_error_rate((logits.softmax(1).argmax(1) != labels).double().mean(), logits.softmax(1), labels)
+
+
+def _balanced(logits, labels):
+    wrong = logits.argmax(1) != labels
+    return torch.stack([wrong[labels == k].float().mean() for k in range(3)]).mean()
+
+
+@pytest.mark.parametrize("needle, answer", [
+    ("percentage", lambda l, y: 100 * (l.argmax(1) != y).float().mean()),
+    ("accuracy", lambda l, y: (l.argmax(1) == y).float().mean()),
+    ("number of misclassified", lambda l, y: (l.argmax(1) != y).sum()),
+    ("balanced", _balanced),
+    ("argmax over dim 0", lambda l, y: (l.argmax(0) != y[:3]).float().mean()),
+    ("should be a number", lambda l, y: None),
+    ("single number", lambda l, y: (l.argmax(1) != y).float()),
+    ("not a fraction", lambda l, y: 7.5),
+    ("not the fraction of misclassified", lambda l, y: 0.123),
+])
+def test_error_rate_names_each_mistake(logits_and_labels, needle, answer):
+    logits, labels = logits_and_labels
+    feedback = check_error_rate(answer(logits, labels), logits, labels)
+    assert not feedback and needle in feedback.message, feedback.message
+
+
+def test_error_rate_refuses_mismatched_inputs(logits_and_labels):
+    logits, labels = logits_and_labels
+    feedback = check_error_rate(0.1, logits[:10], labels)
+    assert not feedback and "(N, K)" in feedback.message
+
+
+# ------------------------------------------------------------------------------------ the y-discriminator
+
+PI = torch.tensor([0.3, 0.1, 0.1, 0.2, 0.3])
+
+
+def test_optimal_class_discriminator_agrees_with_the_package():
+    prior = torch.full((5,), 0.2, dtype=torch.float64)
+    d_star = optimal_class_discriminator(PI)
+    assert torch.allclose(d_star, optimal_discriminator(prior.log(), PI.double().log()))
+    # D* maximizes the value: a perturbed discriminator has a larger expected loss
+    def expected_loss(d):
+        logit = torch.logit(d)
+        return (prior * torch.nn.functional.softplus(-logit) + PI * torch.nn.functional.softplus(logit)).sum()
+    assert expected_loss(d_star) < expected_loss((d_star + 0.05).clamp(max=0.99))
+    assert expected_loss(d_star) < expected_loss(d_star - 0.05)
+    # and the expected loss at D* is log 4 - 2 JS(pi || uniform)
+    m = (prior + PI) / 2
+    js = 0.5 * (PI * (PI / m).log()).sum() + 0.5 * (prior * (prior / m).log()).sum()
+    assert torch.isclose(expected_loss(d_star), torch.log(torch.tensor(4.0, dtype=torch.float64)) - 2 * js)
+    assert discriminator_loss(torch.zeros(1), torch.zeros(1)).item() == pytest.approx(np.log(4))
+
+
+@pytest.mark.parametrize("bad", [[0.5, 0.6], [1.0], [-0.1, 1.1]])
+def test_optimal_class_discriminator_refuses_non_probabilities(bad):
+    with pytest.raises(ValueError):
+        optimal_class_discriminator(bad)
+
+
+MERGED = torch.tensor([0.1, 0.1, 0.1, 0.1, 0.2, 0.1, 0.1, 0.1, 0.1, 0.0])   # the chapter's example
+
+
+@pytest.mark.parametrize("needle, answer", [
+    ("ratio p / q", 0.1 / MERGED),
+    ("logit", torch.log(0.1 / MERGED)),
+    ("swapped", MERGED / (MERGED + 0.1)),
+    ("not finite", torch.where(MERGED > 0, 0.1 / (0.1 + MERGED), torch.tensor(float("nan")))),
+])
+def test_class_discriminator_with_an_unused_class(needle, answer):
+    assert check_class_discriminator(0.1 / (0.1 + MERGED), MERGED)
+    feedback = check_class_discriminator(answer, MERGED)
+    assert not feedback and needle in feedback.message, feedback.message
+
+
+def test_class_discriminator_accepts_right_answers():
+    right = 0.2 / (0.2 + PI)
+    assert check_class_discriminator(right, PI)
+    assert check_class_discriminator(right.tolist(), PI)
+    assert check_class_discriminator(torch.sigmoid(torch.log(0.2 / PI)), PI)
+
+
+@pytest.mark.parametrize("needle, answer", [
+    ("swapped", PI / (PI + 0.2)),
+    ("ratio p / q", 0.2 / PI),
+    ("logit", torch.log(0.2 / PI)),
+    ("equilibrium", torch.full((5,), 0.5)),
+    ("one value per vertex", 0.5),
+    ("expected K = 5", torch.full((4,), 0.5)),
+    ("answer is None", None),
+    ("outside [0, 1]", torch.tensor([1.2, 0.5, 0.5, 0.5, 0.5])),
+    ("not finite", torch.tensor([float("nan"), 0.5, 0.5, 0.5, 0.5])),
+    ("not D*(e_k)", torch.full((5,), 0.3)),
+    ("give K = 5 numbers", "half"),
+])
+def test_class_discriminator_names_each_mistake(needle, answer):
+    feedback = check_class_discriminator(answer, PI)
+    assert not feedback and needle in feedback.message, feedback.message
+
+
+# ------------------------------------------------------------------------------------ the labelled subset
+
+
+def right_choice(labels, per_class, seed):
+    if per_class < 1:
+        raise ValueError("per_class must be >= 1")
+    gen = torch.Generator().manual_seed(seed)
+    chosen = []
+    for k in range(int(labels.max()) + 1):
+        rows = torch.nonzero(labels == k).flatten()
+        if len(rows) < per_class:
+            raise ValueError(f"class {k} has only {len(rows)} examples")
+        chosen.append(rows[torch.randperm(len(rows), generator=gen)[:per_class]])
+    return torch.cat(chosen)
+
+
+def numpy_choice(labels, per_class, seed):
+    if per_class < 1:
+        raise ValueError("per_class must be >= 1")
+    rng = np.random.default_rng(seed)
+    y = labels.numpy()
+    out = []
+    for k in np.unique(y):
+        rows = np.flatnonzero(y == k)
+        if len(rows) < per_class:
+            raise ValueError("too few")
+        out.append(rng.choice(rows, per_class, replace=False))
+    return np.concatenate(out)
+
+
+def test_choose_labelled_accepts_right_answers():
+    assert check_choose_labelled(right_choice)
+    assert check_choose_labelled(numpy_choice)
+
+
+def unchecked(labels, per_class, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.nonzero(labels == k).flatten()[torch.randperm(int((labels == k).sum()), generator=gen)]
+                      [:per_class] for k in range(int(labels.max()) + 1)])
+
+
+def global_rng(labels, per_class, seed):
+    return torch.cat([torch.nonzero(labels == k).flatten()[torch.randperm(int((labels == k).sum()))][:per_class]
+                      for k in range(int(labels.max()) + 1)])
+
+
+def with_replacement(labels, per_class, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.nonzero(labels == k).flatten()[torch.randint(int((labels == k).sum()), (per_class,),
+                                                                         generator=gen)]
+                      for k in range(int(labels.max()) + 1)])
+
+
+def whole_set(labels, per_class, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(len(labels), generator=gen)[:per_class * (int(labels.max()) + 1)]
+
+
+def first_rows(labels, per_class, seed):
+    return torch.cat([torch.nonzero(labels == k).flatten()[:per_class] for k in range(int(labels.max()) + 1)])
+
+
+def seed_ignored(labels, per_class, seed):
+    return right_choice(labels, per_class, 0) if per_class >= 1 else right_choice(labels, per_class, seed)
+
+
+def mask(labels, per_class, seed):
+    out = torch.zeros(len(labels), dtype=torch.bool)
+    out[right_choice(labels, per_class, seed)] = True
+    return out
+
+
+def raises_index_error(labels, per_class, seed):
+    if per_class > int(torch.bincount(labels).min()) or per_class < 1:
+        raise IndexError("too few")
+    return right_choice(labels, per_class, seed)
+
+
+@pytest.mark.parametrize("needle, fn", [
+    ("must raise ValueError", unchecked),
+    ("not reproducible", global_rng),
+    ("more than once", with_replacement),
+    ("not balanced", whole_set),
+    ("first per_class rows", first_rows),
+    ("seed is ignored", seed_ignored),
+    ("boolean mask", mask),
+    ("class labels, not row indices", lambda y, n, s: y[right_choice(y, n, s)]),
+    ("dtype torch.float32", lambda y, n, s: right_choice(y, n, s).float()),
+    ("outside 0..599", lambda y, n, s: right_choice(y, n, s) + 600),
+    ("expected per_class * K", lambda y, n, s: right_choice(y, n, s)[:-1]),
+    ("raised IndexError instead of ValueError", raises_index_error),
+    ("raised ZeroDivisionError", lambda y, n, s: 1 / 0),
+    ("return a 1-D tensor", lambda y, n, s: None),
+    ("shape", lambda y, n, s: right_choice(y, n, s)[None]),
+])
+def test_choose_labelled_names_each_mistake(needle, fn):
+    feedback = check_choose_labelled(fn)
+    assert not feedback and needle in feedback.message, feedback.message
+
+
+def test_choose_labelled_lists_each_unrefused_request():
+    message = check_choose_labelled(unchecked).message
+    assert "smallest class" in message and "per_class = 0" in message, message
