@@ -8,7 +8,7 @@ import torch
 from torch.distributions import Normal
 
 from ..aae import discriminator_loss, optimal_discriminator
-from .feedback import Feedback, as_number
+from .feedback import Feedback, as_number, call_learner
 
 # The setting of the optimal-discriminator exercise: the prior p = N(0, 1), the codes q = N(2, 0.5^2)
 # (standard deviation 0.5), evaluated at z = 1.
@@ -153,16 +153,6 @@ def _inputs(seed: int = 0, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     return 3 * torch.randn(batch, generator=gen), 3 * torch.randn(batch, generator=gen)
 
 
-def _call(fn, *args) -> torch.Tensor | Feedback:
-    try:
-        got = fn(*(a.clone() for a in args))
-    except Exception as err:  # the learner's code may fail in any way; report it
-        return Feedback(False, f"calling your function raised {type(err).__name__}: {err}")
-    if not isinstance(got, torch.Tensor):
-        return Feedback(False, f"return a torch.Tensor, got {type(got).__name__}.")
-    return got.detach()
-
-
 def check_discriminator_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
     r"""Check ``fn(prior_logits, code_logits) -> (B,)``: -log D(z') - log(1 - D(z)) per pair, in nats, from logits.
 
@@ -173,7 +163,7 @@ def check_discriminator_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
     values at extreme logits.
     """
     prior_logits, code_logits = _inputs()
-    got = _call(fn, prior_logits, code_logits)
+    got = call_learner(fn, prior_logits, code_logits)
     if isinstance(got, Feedback):
         return got
     if got.dim() == 0:
@@ -208,7 +198,7 @@ def check_discriminator_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
         return Feedback(False, f"values differ from -log D(z') - log(1 - D(z)) by up to {worst:.4g} nats.")
     extreme_prior = torch.tensor([-100.0, 100.0, -100.0, 0.0])
     extreme_code = torch.tensor([100.0, -100.0, -100.0, 100.0])
-    extreme = _call(fn, extreme_prior, extreme_code)
+    extreme = call_learner(fn, extreme_prior, extreme_code)
     if isinstance(extreme, Feedback):
         return Feedback(False, "right for moderate logits, but at logits of +-100: " + extreme.message)
     reference = discriminator_loss(extreme_prior, extreme_code).double()

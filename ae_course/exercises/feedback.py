@@ -37,3 +37,15 @@ def as_number(value, what: str) -> float | Feedback:
     if not math.isfinite(value):
         return Feedback(False, f"{what} is {value}; it should be finite.")
     return value
+
+
+def call_learner(fn, *args: torch.Tensor) -> torch.Tensor | Feedback:
+    """fn(*copies of args), detached, or a Feedback saying that the learner's function raised or did not
+    return a tensor (the learner's code may fail in any way; the checker reports it instead of raising)."""
+    try:
+        got = fn(*(a.clone() for a in args))
+    except Exception as err:
+        return Feedback(False, f"calling your function raised {type(err).__name__}: {err}")
+    if not isinstance(got, torch.Tensor):
+        return Feedback(False, f"return a torch.Tensor, got {type(got).__name__}.")
+    return got.detach()

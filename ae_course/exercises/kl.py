@@ -8,22 +8,12 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from ..losses import gaussian_kl
-from .feedback import Feedback, as_number
+from .feedback import Feedback, as_number, call_learner
 
 
 def _inputs(seed: int = 0, batch: int = 6, dim: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(batch, dim, generator=gen, dtype=torch.float64), 4 * torch.rand(batch, dim, generator=gen, dtype=torch.float64) - 2
-
-
-def _call(fn, *args) -> torch.Tensor | Feedback:
-    try:
-        got = fn(*(a.clone() for a in args))
-    except Exception as err:  # the learner's code may fail in any way; report it
-        return Feedback(False, f"calling your function raised {type(err).__name__}: {err}")
-    if not isinstance(got, torch.Tensor):
-        return Feedback(False, f"return a torch.Tensor, got {type(got).__name__}.")
-    return got.detach()
 
 
 def _shape_feedback(got: torch.Tensor, batch: int, dim: int) -> Feedback | None:
@@ -50,7 +40,7 @@ def check_gaussian_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
     """
     mu, log_var = _inputs()
     batch, dim = mu.shape
-    got = _call(fn, mu, log_var)
+    got = call_learner(fn, mu, log_var)
     if isinstance(got, Feedback):
         return got
     shape = _shape_feedback(got, batch, dim)
@@ -86,7 +76,7 @@ def check_gaussian_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
                                f"{worst:.4g} nats.")
     mu_x = torch.zeros(2, 3)
     log_var_x = torch.tensor([[-120.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
-    extreme = _call(fn, mu_x, log_var_x)
+    extreme = call_learner(fn, mu_x, log_var_x)
     if isinstance(extreme, Feedback) or not torch.isfinite(extreme).all():
         return Feedback(False, "right for moderate inputs, but not finite at log_var = -120 in float32: exp(-120) "
                                "underflows to 0 and log(0) = -inf. Use log_var itself for log sigma^2, never "
@@ -105,7 +95,7 @@ def check_general_gaussian_kl(fn: Callable[..., torch.Tensor]) -> Feedback:
     mu1, log_var1 = _inputs(1)
     mu2, log_var2 = _inputs(2)
     batch, dim = mu1.shape
-    got = _call(fn, mu1, log_var1, mu2, log_var2)
+    got = call_learner(fn, mu1, log_var1, mu2, log_var2)
     if isinstance(got, Feedback):
         return got
     shape = _shape_feedback(got, batch, dim)
