@@ -24,7 +24,7 @@ class DenoisingAutoencoder(Autoencoder):
     Args:
         corruption: a callable x -> x~ of the same shape that draws fresh noise on every call, e.g.
             ``functools.partial(ae_course.corruption.masking_noise, fraction=0.5)``.
-        **kwargs: as :class:`~ae_course.models.Autoencoder` (input_dim, latent_dim, hidden, activation, loss).
+        **kwargs: as :class:`~ae_course.models.Autoencoder` (input_dim, latent_dim, hidden, activation, likelihood).
     Raises:
         ValueError: if `corruption` is not callable, or as :class:`~ae_course.models.Autoencoder`.
     """
@@ -35,10 +35,15 @@ class DenoisingAutoencoder(Autoencoder):
         super().__init__(**kwargs)
         self.corruption = corruption
 
-    def loss(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-example denoising loss (B,): L(target, g(f(corruption(x)))), target defaulting to the clean x.
+    @property
+    def config(self) -> dict:
+        """As :attr:`Autoencoder.config`; the corruption is stored by its repr (a callable cannot be saved)."""
+        return {**super().config, "corruption": repr(self.corruption)}
 
-        One fresh corruption per call, so the mean over minibatches estimates E_{q_D}[...].
-        Units as :meth:`Autoencoder.loss` (nats for "bce", squared pixel units for "mse").
+    def loss(self, x: torch.Tensor, y=None) -> torch.Tensor:
+        """Per-example denoising loss (B,): -log p(x | z = f(corruption(x))), the CLEAN x as the target.
+
+        One fresh corruption per call, so the mean over minibatches estimates E_{q_D}[...]. Nats, as
+        :meth:`Autoencoder.loss`. Raises ValueError as :meth:`Autoencoder.loss`.
         """
-        return super().loss(self.corruption(x), target=x if target is None else target)
+        return -self.log_likelihood(x, self(self.corruption(x), y))

@@ -1,25 +1,32 @@
 """Evaluating latent-variable models: the ELBO, the importance-sampled log-likelihood and active units.
 
-The estimators work with any model that follows the VAE protocol of :class:`ae_course.vae.VAE`:
+The estimators work with any model that follows the protocol of :class:`ae_course.vae.VAE`:
 
-* ``encode(x) -> (mu, log_var)``, the diagonal-Gaussian q(z|x), each (B, L);
-* ``decode(z) -> out`` for z of shape (N, L);
+* ``encode(x[, y]) -> (mu, log_var)``, the diagonal-Gaussian q(z|x[, y]), each (B, L) (or pass a
+  ``proposal``, any callable ``(x, y) -> (mu, log_var)``, for models whose encoder is not a Gaussian);
+* ``decode(z[, y]) -> out`` for z of shape (N, L);
 * ``log_likelihood(x, out) -> (N,)``, log p(x|z) in nats;
+* ``prior``: p(z), with ``log_prob(z) -> (...)`` for z of shape (..., L) (a torch distribution, or a
+  :class:`ae_course.priors.Prior` with a density).
 
-with the prior p(z) = N(0, I). Everything runs without gradients, and an ``nn.Module`` is put in eval mode
-for the duration (and restored afterwards).
+Labels are the optional last argument ``y`` (B,): with a conditional model the estimates are of log p(x|y).
+Everything runs without gradients, and an ``nn.Module`` is put in eval mode for the duration (and restored
+afterwards).
 """
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
-from torch.distributions import Normal
+from torch.distributions import Independent, Normal
 
-from .losses import gaussian_kl
+from .losses import gaussian_kl, reparameterize
+
+Proposal = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor]"]
+"""A diagonal-Gaussian proposal r(z|x[, y]) = N(mu, diag(exp(log_var))): (x, y) -> (mu, log_var), each (B, L)."""
 
 
 @contextmanager
@@ -35,9 +42,13 @@ def _evaluating(model) -> Iterator[None]:
             model.train(was_training)
 
 
-def _check_x(x: torch.Tensor) -> None:
+def _check_x(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"x must be a (B, D) tensor with B >= 1, got {getattr(x, 'shape', type(x).__name__)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"x has {int((~torch.isfinite(x)).sum())} NaN or infinite entries; every entry must be finite")
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"x has {len(x)} rows but y has {len(y)} labels")
 
 
 def _check_positive(**values: int) -> None:
@@ -46,84 +57,103 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be >= 1, got {value}")
 
 
-def _log_weights(model, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor, n: int,
+def _args(y: torch.Tensor | None) -> tuple:
+    return () if y is None else (y,)
+
+
+def _proposal(model, proposal: Proposal | None) -> Proposal:
+    return proposal if proposal is not None else (lambda x, y: model.encode(x, *_args(y)))
+
+
+def _log_weights(model, x: torch.Tensor, y: torch.Tensor | None, mu: torch.Tensor, log_var: torch.Tensor, n: int,
                  generator: torch.Generator | None) -> torch.Tensor:
-    """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x) for n samples z_i ~ q(z|x): returns (n, B)."""
+    """log w_i = log p(x|z_i[, y]) + log p(z_i) - log r(z_i|x) for n samples z_i ~ r(z|x): returns (n, B)."""
     batch, latent_dim = mu.shape
-    eps = torch.randn((n, batch, latent_dim), generator=generator, device=mu.device, dtype=mu.dtype)
-    std = torch.exp(0.5 * log_var)
-    z = mu + std * eps                                                             # (n, B, L)
-    log_q = Normal(mu, std, validate_args=False).log_prob(z).sum(-1)               # log q(z|x), (n, B)
-    log_prior = Normal(torch.zeros_like(mu), torch.ones_like(mu), validate_args=False).log_prob(z).sum(-1)  # log p(z)
-    out = model.decode(z.reshape(n * batch, latent_dim))
+    z = reparameterize(mu, log_var, n_samples=n, generator=generator)               # (n, B, L)
+    log_q = Independent(Normal(mu, torch.exp(0.5 * log_var), validate_args=False), 1).log_prob(z)  # (n, B)
+    log_prior = model.prior.log_prob(z.reshape(n * batch, latent_dim)).reshape(n, batch)          # log p(z)
+    y_rep = None if y is None else y.unsqueeze(0).expand(n, *y.shape).reshape(n * batch, *y.shape[1:])
+    out = model.decode(z.reshape(n * batch, latent_dim), *_args(y_rep))
     x_rep = x.unsqueeze(0).expand(n, *x.shape).reshape(n * batch, x.shape[1])
     log_px_z = model.log_likelihood(x_rep, out).reshape(n, batch)                  # log p(x|z), (n, B)
     return log_px_z + log_prior - log_q
 
 
 def importance_sampled_log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100,
-                                      chunk: int = 100, generator: torch.Generator | None = None) -> torch.Tensor:
-    r"""Importance-sampled estimate of log p(x), (B,) in nats (Burda, Grosse & Salakhutdinov 2016, eq. 8).
+                                      chunk: int = 100, generator: torch.Generator | None = None,
+                                      proposal: Proposal | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Importance-sampled estimate of log p(x) (or log p(x|y)), (B,) in nats (Burda, Grosse & Salakhutdinov
+    2016, eq. 8).
 
-    log p(x) ~ log (1/k) sum_{i=1}^k p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x) i.i.d.,
+    log p(x) ~ log (1/k) sum_{i=1}^k p(x|z_i) p(z_i) / r(z_i|x),  z_i ~ r(z|x) i.i.d.,
 
-    the IWAE bound L_k: it is <= log p(x) in expectation, nondecreasing in k in expectation, equal to the
-    ELBO for k = 1 and consistent as k -> infinity (Burda et al. 2016, Thm. 1). The sum is taken with
-    ``torch.logsumexp``: the k samples are drawn ``chunk`` at a time and a running log-sum-exp is kept, so
-    memory is O(batch_size * chunk * D) whatever k is.
+    with the proposal r = the model's encoder q(z|x) by default: the IWAE bound L_k. For any proposal that
+    is positive wherever p(z|x) is, it is <= log p(x) in expectation (Jensen), nondecreasing in k in
+    expectation, equal to the ELBO of r for k = 1 and consistent as k -> infinity (Burda et al. 2016,
+    Thm. 1). The sum is taken with ``torch.logsumexp``: the k samples are drawn ``chunk`` at a time and a
+    running log-sum-exp is kept, so memory is O(batch_size * chunk * D) whatever k is.
 
     Args:
-        model: follows the VAE protocol (module docstring); prior p(z) = N(0, I).
-        x: (N, D) data on the model's device, evaluated ``batch_size`` rows at a time.
+        model: follows the protocol of the module docstring (decode, log_likelihood, prior; encode unless
+            `proposal` is given).
+        x: (N, D) data on the model's device, evaluated ``batch_size`` rows at a time; finite.
         k: number of importance samples per example.
         batch_size: rows of x per pass; chunk: samples per pass.
         generator: optional torch.Generator (on x's device) for reproducible samples.
+        proposal: r(z|x, y) as ``(x, y) -> (mu, log_var)``; default ``model.encode(x[, y])``.
+        y: optional (N,) labels for a conditional model: the estimate is then of log p(x|y).
     Returns:
         (N,) estimates of log p(x) in nats, on x's device; the negative log-likelihood (NLL) is its negation.
     Raises:
-        ValueError: if x is not a non-empty (N, D) tensor or k, batch_size or chunk is < 1.
+        ValueError: if x is not a non-empty finite (N, D) tensor, y has another length, or k, batch_size
+            or chunk is < 1.
     """
-    _check_x(x)
+    _check_x(x, y)
     _check_positive(k=k, batch_size=batch_size, chunk=chunk)
+    propose = _proposal(model, proposal)
     results = []
     with _evaluating(model):
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
-            mu, log_var = model.encode(xb)
+            yb = None if y is None else y[start:start + batch_size]
+            mu, log_var = propose(xb, yb)
             running = torch.full((len(xb),), -math.inf, device=mu.device, dtype=mu.dtype)
             for done in range(0, k, chunk):
-                log_w = _log_weights(model, xb, mu, log_var, min(chunk, k - done), generator)
+                log_w = _log_weights(model, xb, yb, mu, log_var, min(chunk, k - done), generator)
                 running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
             results.append(running - math.log(k))
     return torch.cat(results).to(x.device)
 
 
 def estimate_elbo(model, x: torch.Tensor, n_samples: int = 1, batch_size: int = 100,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
     r"""Monte Carlo ELBO, (B,) in nats (Kingma & Welling 2014, eq. 10).
 
     L(x) = (1/S) sum_s log p(x|z_s) - KL(q(z|x) || N(0, I)), z_s ~ q(z|x), with the KL in closed form
     (App. B); S = ``n_samples`` reduces the variance, not the bias (it stays a lower bound on log p(x)).
 
     Args:
-        model: follows the VAE protocol (module docstring).
+        model: follows the protocol of the module docstring, with the prior N(0, I).
         x: (N, D) data on the model's device; batch_size: rows per pass; generator: optional torch.Generator on x's device.
+        y: optional (N,) labels for a conditional model (then a bound on log p(x|y)).
     Returns:
         (N,) ELBO per example, on x's device; the negative ELBO is its negation.
     Raises:
-        ValueError: if x is not a non-empty (N, D) tensor or n_samples or batch_size is < 1.
+        ValueError: if x is not a non-empty finite (N, D) tensor, y has another length, or n_samples or
+            batch_size is < 1.
     """
-    _check_x(x)
+    _check_x(x, y)
     _check_positive(n_samples=n_samples, batch_size=batch_size)
     results = []
     with _evaluating(model):
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
-            mu, log_var = model.encode(xb)
-            eps = torch.randn((n_samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
-            z = (mu + torch.exp(0.5 * log_var) * eps).reshape(-1, mu.shape[1])
+            yb = None if y is None else y[start:start + batch_size]
+            mu, log_var = model.encode(xb, *_args(yb))
+            z = reparameterize(mu, log_var, n_samples=n_samples, generator=generator).reshape(-1, mu.shape[1])
             x_rep = xb.unsqueeze(0).expand(n_samples, *xb.shape).reshape(-1, xb.shape[1])
-            log_px_z = model.log_likelihood(x_rep, model.decode(z)).reshape(n_samples, len(xb)).mean(0)
+            y_rep = None if yb is None else yb.unsqueeze(0).expand(n_samples, *yb.shape).reshape(-1, *yb.shape[1:])
+            log_px_z = model.log_likelihood(x_rep, model.decode(z, *_args(y_rep))).reshape(n_samples, len(xb)).mean(0)
             results.append(log_px_z - gaussian_kl(mu, log_var))
     return torch.cat(results).to(x.device)
 
@@ -132,7 +162,7 @@ def posterior_mean_variance(model, x: torch.Tensor, batch_size: int = 1000) -> t
     r"""Per-dimension activity A_u = Cov_x( E_{q(z|x)}[z_u] ) = Var_x(mu_u(x)), (L,) (Burda et al. 2016, §5.2).
 
     The variance over the rows of x (population variance, divisor N) of each coordinate of the encoder mean.
-    x: (N, D) on the model's device. Raises ValueError if x is not a non-empty (N, D) tensor or batch_size < 1.
+    x: (N, D) on the model's device. Raises ValueError if x is not a non-empty finite (N, D) tensor or batch_size < 1.
     """
     _check_x(x)
     _check_positive(batch_size=batch_size)

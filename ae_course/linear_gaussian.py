@@ -28,9 +28,9 @@ import math
 from typing import Callable
 
 import torch
-from torch.distributions import Independent, MultivariateNormal, Normal
+from torch.distributions import Independent, MultivariateNormal
 
-from .losses import gaussian_kl
+from .losses import gaussian_kl, reparameterize, standard_normal
 
 Encoder = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -83,9 +83,8 @@ class LinearGaussian:
 
     @property
     def prior(self) -> Independent:
-        """p(z) = N(0, I_d), an ``Independent(Normal(0, 1), 1)`` with event shape (d,)."""
-        zeros = torch.zeros(self.latent_dim, dtype=self.W.dtype, device=self.W.device)
-        return Independent(Normal(zeros, torch.ones_like(zeros)), 1)
+        """p(z) = N(0, I_d): :func:`ae_course.losses.standard_normal` with event shape (d,), in W's dtype."""
+        return standard_normal(self.latent_dim, like=self.W)
 
     @property
     def covariance(self) -> torch.Tensor:
@@ -241,8 +240,7 @@ class LinearGaussian:
             return self.expected_log_likelihood(x, mu, log_var) - kl
         if int(n_samples) < 1:
             raise ValueError(f"n_samples must be >= 1 or None, got {n_samples}")
-        eps = torch.randn((int(n_samples), *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
-        z = mu + torch.exp(0.5 * log_var) * eps                                      # (S, B, d)
+        z = reparameterize(mu, log_var, n_samples=int(n_samples), generator=generator)   # (S, B, d)
         x_rep = x.expand(int(n_samples), *x.shape).reshape(-1, self.input_dim)
         log_px_z = self.log_likelihood(x_rep, self.decode(z.reshape(-1, self.latent_dim)))
         return log_px_z.reshape(int(n_samples), len(x)).mean(0) - kl

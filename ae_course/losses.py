@@ -8,6 +8,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.distributions import Independent, Normal
+
+
+def check_unit_interval(x: torch.Tensor, name: str = "x") -> None:
+    """Raise ValueError unless every entry of x lies in [0, 1] (NaN fails too).
+
+    A Bernoulli likelihood is only defined for targets in [0, 1]: images of raw byte values 0..255 would
+    otherwise train to a loss of about -4e9 nats without a word.
+    """
+    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+        finite = x[torch.isfinite(x)]
+        span = f"[{finite.min().item():g}, {finite.max().item():g}]" if finite.numel() else "no finite values"
+        nan = ", with NaN or infinite entries" if finite.numel() < x.numel() else ""
+        hint = " (raw pixel values? divide by 255)" if finite.numel() and finite.max() > 1 else ""
+        raise ValueError(f"{name} must lie in [0, 1] for a Bernoulli likelihood, got values in {span}{nan}{hint}")
 
 
 def _check_pair(x: torch.Tensor, other: torch.Tensor, other_name: str) -> None:
@@ -31,9 +46,10 @@ def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Ten
     Returns:
         (B,) log-likelihood in nats (<= 0 for binary x).
     Raises:
-        ValueError: if the shapes differ or x is not 2-D.
+        ValueError: if the shapes differ, x is not 2-D, or x has entries outside [0, 1] (or NaN).
     """
     _check_pair(x, logits, "logits")
+    check_unit_interval(x)
     return (x * logits - F.softplus(logits)).sum(dim=1)
 
 
@@ -97,3 +113,47 @@ def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     if log_var.shape != mu.shape:
         raise ValueError(f"mu has shape {tuple(mu.shape)} but log_var has shape {tuple(log_var.shape)}; they must match")
     return 0.5 * (mu.pow(2) + log_var.exp() - log_var - 1.0).sum(dim=1)
+
+
+def reparameterize(mu: torch.Tensor, log_var: torch.Tensor, eps: torch.Tensor | None = None,
+                   n_samples: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""A reparameterized sample of q(z|x) = N(mu, diag(exp(log_var))): z = mu + exp(log_var / 2) * eps.
+
+    Kingma & Welling 2014, eq. 10 and section 2.4: the noise eps ~ N(0, I) carries the randomness, so z is a
+    differentiable function of mu and log_var (the pathwise gradient flows through it).
+
+    Args:
+        mu, log_var: (B, L) means and log-variances (log sigma^2) of q.
+        eps: optional noise of shape (B, L), or (S, B, L) for S samples; drawn if omitted.
+        n_samples: S, to draw S samples at once: then eps and z have shape (S, B, L) (a leading sample
+            dimension); None draws one sample of shape (B, L).
+        generator: an optional torch.Generator (on mu's device) for the drawn noise.
+    Returns:
+        z: (B, L), or (S, B, L) when n_samples is given or eps has three dimensions.
+    Raises:
+        ValueError: if log_var's shape differs from mu's, n_samples < 1, or eps has neither shape.
+    """
+    if mu.shape != log_var.shape:
+        raise ValueError(f"mu has shape {tuple(mu.shape)} but log_var has shape {tuple(log_var.shape)}; they must match")
+    if n_samples is not None and int(n_samples) < 1:
+        raise ValueError(f"n_samples must be >= 1 or None, got {n_samples}")
+    shape = tuple(mu.shape) if n_samples is None else (int(n_samples), *mu.shape)
+    if eps is None:
+        eps = torch.randn(shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    elif tuple(eps.shape) not in (tuple(mu.shape), (len(eps), *mu.shape)) or (
+            n_samples is not None and tuple(eps.shape) != shape):
+        raise ValueError(f"eps must have the shape of mu {tuple(mu.shape)} or (S, *{tuple(mu.shape)}), "
+                         f"got {tuple(eps.shape)}")
+    return mu + torch.exp(0.5 * log_var) * eps
+
+
+def standard_normal(dim: int, like: torch.Tensor | None = None) -> Independent:
+    """The prior p(z) = N(0, I_dim) as ``Independent(Normal(0, 1), 1)``, event shape (dim,).
+
+    like: a tensor whose device and dtype the distribution takes (e.g. a weight of the model); float32 on
+    the CPU if None. ``log_prob(z)`` of z (..., dim) returns (...) in nats. Raises ValueError for dim < 1.
+    """
+    if int(dim) < 1:
+        raise ValueError(f"dim must be >= 1, got {dim}")
+    zeros = torch.zeros(int(dim)) if like is None else torch.zeros(int(dim), device=like.device, dtype=like.dtype)
+    return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1)

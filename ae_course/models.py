@@ -6,12 +6,12 @@ the Bernoulli log-likelihood can be computed stably (see :mod:`ae_course.losses`
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import torch
 from torch import nn
 
-from .losses import binary_cross_entropy, squared_error
+from .losses import bernoulli_log_likelihood, gaussian_log_likelihood
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -57,14 +57,52 @@ def mlp_decoder(latent_dim: int = 2, hidden: Sequence[int] = (256, 512), output_
     return mlp([latent_dim, *hidden, output_dim], activation)
 
 
-def check_input(x: torch.Tensor, dim: int, name: str = "x") -> None:
-    """Raise ValueError unless x is a floating (B, dim) tensor with B >= 1 and finite entries."""
+def check_input(x: torch.Tensor, dim: int, name: str = "x", like: torch.Tensor | None = None) -> None:
+    """Raise unless x is a floating (B, dim) tensor with B >= 1 and finite entries.
+
+    like: a parameter of the network x is fed to; x must then have its dtype (a float64 batch would
+    otherwise fail deep inside torch with "mat1 and mat2 must have the same dtype").
+    Raises TypeError if x is not a tensor, ValueError for a wrong shape or dtype, or NaN / infinite entries.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 2 or x.shape[1] != dim or x.shape[0] == 0:
         raise ValueError(f"{name} must have shape (B, {dim}) with B >= 1, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if like is not None and x.dtype != like.dtype:
+        raise ValueError(f"{name} is {x.dtype} but the model's parameters are {like.dtype}; "
+                         f"convert with {name}.to({like.dtype}) (or the model with model.to({x.dtype}))")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} has {bad} NaN or infinite entries; every entry must be finite")
+
+
+Likelihood = Literal["bernoulli", "gaussian"]
+"""The decoder's observation model p(x|z), one vocabulary for every model of the package:
+``"bernoulli"``: independent Bernoulli pixels with probabilities sigmoid(logits) (x in [0, 1]);
+``"gaussian"``: N(x; sigmoid(logits), I), unit variance."""
+
+LIKELIHOODS: tuple[str, ...] = get_args(Likelihood)
+
+
+def check_likelihood(likelihood: str) -> str:
+    """Return `likelihood` if it is one of :data:`LIKELIHOODS`, else raise ValueError."""
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+    return likelihood
+
+
+def log_likelihood(x: torch.Tensor, logits: torch.Tensor, likelihood: Likelihood) -> torch.Tensor:
+    """log p(x|z) from the decoder's logits: x, logits (B, D) -> (B,) in nats.
+
+    ``"bernoulli"``: sum_d x_d l_d - softplus(l_d) (x must lie in [0, 1]); ``"gaussian"``:
+    log N(x; sigmoid(logits), I) = -1/2 ||x - sigmoid(logits)||^2 - D/2 log(2 pi).
+    Raises ValueError on a shape mismatch, an unknown likelihood, or (Bernoulli) x outside [0, 1].
+    """
+    if check_likelihood(likelihood) == "bernoulli":
+        return bernoulli_log_likelihood(x, logits)
+    return gaussian_log_likelihood(x, torch.sigmoid(logits), 0.0)
 
 
 class Autoencoder(nn.Module):
@@ -75,55 +113,67 @@ class Autoencoder(nn.Module):
         latent_dim: size of the bottleneck code z.
         hidden: widths of the encoder's hidden layers; the decoder mirrors them.
         activation: a key of :data:`ACTIVATIONS`.
-        loss: "bce" (Bernoulli negative log-likelihood, i.e. binary cross-entropy summed over pixels)
-            or "mse" (squared error summed over pixels).
+        likelihood: the decoder's observation model (:data:`Likelihood`); the loss is -log p(x|z) in nats:
+            ``"bernoulli"``: the binary cross-entropy summed over pixels; ``"gaussian"``: 1/2 the squared
+            error summed over pixels + D/2 log(2 pi) (the squared error, halved, up to a constant).
     Raises:
-        ValueError: for an unknown loss, or as :func:`mlp`.
+        ValueError: for an unknown likelihood, or as :func:`mlp`.
 
     Rumelhart, Hinton & Williams 1986; Hinton & Salakhutdinov 2006.
     """
 
-    LOSSES = ("bce", "mse")
-
     def __init__(self, input_dim: int = 784, latent_dim: int = 2, hidden: Sequence[int] = (512, 256),
-                 activation: str = "relu", loss: str = "bce"):
+                 activation: str = "relu", likelihood: Likelihood = "bernoulli"):
         super().__init__()
-        if loss not in self.LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {self.LOSSES}")
-        self.input_dim, self.latent_dim, self.loss_name = input_dim, latent_dim, loss
+        self.likelihood = check_likelihood(likelihood)
+        self.input_dim, self.latent_dim = int(input_dim), int(latent_dim)
+        self.hidden, self.activation = tuple(int(h) for h in hidden), activation
         self.encoder = mlp_encoder(input_dim, hidden, latent_dim, activation)
         self.decoder = mlp_decoder(latent_dim, tuple(reversed(hidden)), input_dim, activation)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, input_dim) in [0, 1] -> z: (B, latent_dim). Raises ValueError on a wrong shape."""
-        check_input(x, self.input_dim)
+    @property
+    def config(self) -> dict:
+        """The constructor's arguments: what :func:`ae_course.train.save_checkpoint` stores to rebuild the model."""
+        return {"input_dim": self.input_dim, "latent_dim": self.latent_dim, "hidden": list(self.hidden),
+                "activation": self.activation, "likelihood": self.likelihood}
+
+    def encode(self, x: torch.Tensor, y=None) -> torch.Tensor:
+        """x: (B, input_dim) -> z: (B, latent_dim). Raises ValueError for a wrong shape or dtype, NaN, or labels."""
+        _no_labels(self, y)
+        check_input(x, self.input_dim, like=self.decoder[0].weight)
         return self.encoder(x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, y=None) -> torch.Tensor:
         """z: (B, latent_dim) -> logits (B, input_dim); the image is sigmoid(logits)."""
-        check_input(z, self.latent_dim, "z")
+        _no_labels(self, y)
+        check_input(z, self.latent_dim, "z", like=self.decoder[0].weight)
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y=None) -> torch.Tensor:
         """x: (B, input_dim) -> reconstruction logits (B, input_dim)."""
-        return self.decode(self.encode(x))
+        return self.decode(self.encode(x, y))
+
+    def log_likelihood(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) given the decoder's logits, (B,) in nats: :func:`log_likelihood` with this model's likelihood."""
+        return log_likelihood(x, logits, self.likelihood)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, y=None) -> torch.Tensor:
         """x: (B, input_dim) -> x_hat = sigmoid(g(f(x))): (B, input_dim) in [0, 1], no gradient."""
-        return torch.sigmoid(self(x))
+        return torch.sigmoid(self(x, y))
 
-    def loss(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-example reconstruction loss, (B,) summed over pixels.
+    def loss(self, x: torch.Tensor, y=None) -> torch.Tensor:
+        """Per-example reconstruction loss -log p(x | z = f(x)), (B,) in nats, summed over pixels.
 
-        x: (B, input_dim) input; target: what to reconstruct (defaults to x; a denoising autoencoder
-        passes the clean image while x is corrupted). "bce" is in nats, "mse" in squared pixel units.
+        x: (B, input_dim) in [0, 1] for the Bernoulli likelihood. Raises ValueError as :meth:`encode` and
+        :func:`log_likelihood` (e.g. x outside [0, 1]: divide raw pixels by 255).
         """
-        target = x if target is None else target
-        logits = self(x)
-        if self.loss_name == "bce":
-            return binary_cross_entropy(target, logits)
-        return squared_error(target, torch.sigmoid(logits))
+        return -self.log_likelihood(x, self(x, y))
+
+
+def _no_labels(model: nn.Module, y) -> None:
+    if y is not None:
+        raise ValueError(f"{type(model).__name__} is not conditioned on a label: call it without y")
 
 
 def one_hot(y, n_classes: int, batch_size: int | None = None, like: torch.Tensor | None = None) -> torch.Tensor:

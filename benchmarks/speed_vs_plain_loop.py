@@ -244,7 +244,7 @@ def main(argv=None) -> dict:
                 t0, c0 = time.perf_counter(), time.process_time()
                 if name == "ae_course":
                     hist = ae_course.train(vae, x_train, epochs=1, batch_size=batch_size, lr=lr,
-                                           seed=1000 * seed + epoch, device=device, optimizer=vae_opt,
+                                           seed=1000 * seed + epoch, device=device, optimizers=vae_opt,
                                            progress=args.progress)
                     loss = hist.train_loss[-1]
                 else:

@@ -53,7 +53,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ae_course import VAE, get_device, train  # noqa: E402
+from ae_course import VAE, History, get_device, save_checkpoint, train  # noqa: E402
 from ae_course.data import binarize_dynamic, binarize_static, load_binarized_mnist, load_mnist  # noqa: E402
 from ae_course.evaluation import active_units, estimate_elbo, importance_sampled_log_likelihood, posterior_mean_variance  # noqa: E402
 
@@ -236,7 +236,7 @@ def main(argv=None) -> dict:
             model.beta = min(1.0, t / args.warmup_fraction)
         t0 = time.perf_counter()
         hist = train(model, x_train, epochs=1, batch_size=args.batch_size, seed=args.seed * 100_003 + epochs,
-                     device=device, transform=transform, optimizer=opt, progress=False)
+                     device=device, transform=transform, optimizers=opt, progress=False)
         epoch_seconds.append(time.perf_counter() - t0)
         train_loss.append(hist.train_loss[-1])
         epochs += 1
@@ -251,9 +251,11 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"vae_mnist_{time.strftime('%Y%m%d-%H%M%S')}{('_' + args.tag) if args.tag else ''}"
     checkpoint = out / f"{stem}.pt"  # saved before the (long) evaluation, so the trained weights survive a crash
-    atomic_write(checkpoint, lambda f: torch.save({"args": vars(args), "epochs": epochs, "final": model.state_dict(),
-                 "ema": ema_model.module.state_dict() if ema_model is not None else None}, f))
-    print(f"saved the weights to {checkpoint}", flush=True)
+    save_checkpoint(checkpoint, model, opt, History(losses={"loss": train_loss}, seconds=train_seconds,
+                                                    epochs=epochs, device=str(device)))
+    if ema_model is not None:
+        save_checkpoint(out / f"{stem}_ema.pt", ema_model.module)
+    print(f"saved the model to {checkpoint} (ae_course.load_checkpoint)", flush=True)
 
     x_eval = x_test.to(device)
     evaluations = {}
