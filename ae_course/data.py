@@ -43,7 +43,6 @@ import http.client
 import math
 import os
 import struct
-import tempfile
 import time
 import urllib.request
 import warnings
@@ -56,6 +55,8 @@ from typing import ClassVar
 import numpy as np
 import platformdirs
 import torch
+
+from .files import atomic_write
 
 __all__ = [
     "MIRRORS", "ChecksumError", "DataFallbackWarning", "DownloadError", "IDXError", "ImageData", "binarize_dynamic",
@@ -259,22 +260,16 @@ def download(url: str, dest: str | os.PathLike, md5: str | None = None, timeout:
     """
     dest = Path(dest)
     limit = max(6 * timeout, 60.0) if deadline is None else deadline
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False)
-    except OSError as err:
-        raise DownloadError(f"could not download {url} to {dest}: {err}") from err
-    try:
-        with tmp:
-            actual = _stream(url, tmp, timeout, limit)
+
+    def fetch(out) -> None:
+        actual = _stream(url, out, timeout, limit)
         if md5 is not None and actual != md5:
             raise ValueError(f"MD5 mismatch, expected {md5}, found {actual}")
-        os.replace(tmp.name, dest)
-    except BaseException as err:
-        Path(tmp.name).unlink(missing_ok=True)
-        if isinstance(err, (OSError, ValueError, http.client.HTTPException)):
-            raise DownloadError(f"could not download {url} to {dest}: {err}") from err
-        raise
+
+    try:
+        atomic_write(dest, fetch, suffix=".part")
+    except (OSError, ValueError, http.client.HTTPException) as err:
+        raise DownloadError(f"could not download {url} to {dest}: {err}") from err
     return dest
 
 

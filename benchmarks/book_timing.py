@@ -137,12 +137,16 @@ def main(argv=None) -> dict:
         data = "embedded subset (AE_COURSE_OFFLINE=1, empty data folder)"
     else:
         data_dir = Path(args.data_dir).expanduser().resolve()
-        os.environ["AE_COURSE_DATA"] = str(data_dir)
+        if data_dir.is_dir():
+            os.environ["AE_COURSE_DATA"] = str(data_dir)      # a wrong AE_COURSE_DATA is an error in ae_course.data
+        else:
+            os.environ.pop("AE_COURSE_DATA", None)
         if (data_dir / "mnist" / "train-images-idx3-ubyte.gz").exists():
             data = f"full data sets from {data_dir}"
         else:
             data = (f"NO MNIST files in {data_dir}/mnist: the chapters fall back as on a reader's machine "
-                    "(download unless AE_COURSE_OFFLINE is set, else the embedded subset)")
+                    "(user cache, download unless AE_COURSE_OFFLINE is set, else the embedded subset; "
+                    "--embedded forces the subset)")
             print(f"WARNING: {data}", flush=True)
 
     files = toc_files(REPO / "_toc.yml")

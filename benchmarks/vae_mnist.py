@@ -63,7 +63,7 @@ def load_images(split: str, data_dir: Path) -> tuple[torch.Tensor, str]:
     ``ae_course.data.load_mnist(split, source="local")``: it never falls back to the small embedded subset."""
     try:
         ds = load_mnist(split, source="local", data_dir=data_dir)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, NotADirectoryError) as err:
         sys.exit(f"full MNIST not found ({err}).\nThis benchmark needs the 60,000/10,000 MNIST IDX files in "
                  f"{data_dir}/mnist/: set --data-dir or $AE_COURSE_DATA to a folder laid out like ../shared/data "
                  "(the package's 4,000-digit embedded subset is not used: its numbers would not be comparable).")
@@ -75,7 +75,7 @@ def load_static(splits: list[str], data_dir: Path) -> tuple[torch.Tensor, str]:
     ``ae_course.data.load_binarized_mnist``, concatenated, 0/1 float32 (N, 784)."""
     try:
         parts = [load_binarized_mnist(split, data_dir=data_dir) for split in splits]
-    except FileNotFoundError as err:
+    except (FileNotFoundError, NotADirectoryError) as err:
         sys.exit(f"statically binarized MNIST not found ({err}).\nThis benchmark needs "
                  f"{data_dir}/binarized-mnist/binarized_mnist_{{train,valid,test}}.amat[.gz]: set --data-dir or "
                  "$AE_COURSE_DATA to a folder laid out like ../shared/data.")
