@@ -95,7 +95,7 @@ class History:
         """The per-epoch training loss of a single-loss model (``losses["loss"]``)."""
         if "loss" not in self.losses and self.losses:
             raise AttributeError(f"this run recorded the losses {sorted(self.losses)}; read history.losses[name]")
-        return self.losses.setdefault("loss", [])
+        return self.losses.get("loss", [])
 
     def to_dict(self) -> dict:
         """Plain Python values (for a checkpoint)."""
