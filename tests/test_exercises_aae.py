@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ae_course.aae import AdversarialAutoencoder
-from ae_course.exercises.aae import (check_null_two_sample_accuracy, check_occupied_fraction,
-                                     check_ring_prior, component_of)
+from ae_course.exercises.aae_checks import (check_null_two_sample_accuracy, check_occupied_fraction,
+                                            check_ring_prior, component_of)
 from ae_course.priors import MixtureOfGaussiansPrior, Prior
 
 

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal
 
-from ae_course.exercises.adversarial import (check_discriminator_loss, check_game_values, check_optimal_discriminator,
-                                             check_saturating_gradient, optimal_discriminator_at_point,
-                                             saturating_gradient)
+from ae_course.exercises.adversarial_checks import (check_discriminator_loss, check_game_values, check_optimal_discriminator,
+                                                    check_saturating_gradient, optimal_discriminator_at_point,
+                                                    saturating_gradient)
 
 LOG2, LOG4 = math.log(2), math.log(4)
 

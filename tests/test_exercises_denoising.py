@@ -2,8 +2,8 @@
 import torch
 
 from ae_course.corruption import masking_noise
-from ae_course.exercises.denoising import (check_denoising_error, check_identity_masking_error,
-                                           check_masking_noise)
+from ae_course.exercises.denoising_checks import (check_denoising_error, check_identity_masking_error,
+                                                  check_masking_noise)
 
 
 def test_masking_noise_checker_accepts_right_answers():

@@ -4,7 +4,7 @@ import math
 import torch
 
 from ae_course.evaluation import importance_sampled_log_likelihood
-from ae_course.exercises.elbo import check_elbo_gap, check_k1_estimate, check_linear_gaussian_elbo
+from ae_course.exercises.elbo_checks import check_elbo_gap, check_k1_estimate, check_linear_gaussian_elbo
 from ae_course.linear_gaussian import LinearGaussian
 from ae_course.losses import gaussian_kl
 

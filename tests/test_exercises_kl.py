@@ -4,8 +4,8 @@ import math
 import torch
 from torch.distributions import Normal
 
-from ae_course.exercises.kl import (check_gaussian_kl, check_general_gaussian_kl, check_mc_kl,
-                                    mc_kl_standard_deviation)
+from ae_course.exercises.kl_checks import (check_gaussian_kl, check_general_gaussian_kl, check_mc_kl,
+                                           mc_kl_standard_deviation)
 
 
 def right_kl(mu, log_var):

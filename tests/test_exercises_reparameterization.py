@@ -4,8 +4,8 @@ import math
 import torch
 from torch.distributions import Normal
 
-from ae_course.exercises.reparameterization import (check_reparameterize, check_score_function_1d,
-                                                     check_toy_gradient)
+from ae_course.exercises.reparameterization_checks import (check_reparameterize, check_score_function_1d,
+                                                           check_toy_gradient)
 
 
 def test_reparameterize_checker():

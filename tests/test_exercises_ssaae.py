@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ae_course.aae import discriminator_loss, optimal_discriminator
-from ae_course.exercises.ssaae import (check_choose_labelled, check_class_discriminator, check_error_rate,
-                                       optimal_class_discriminator)
+from ae_course.exercises.ssaae_checks import (check_choose_labelled, check_class_discriminator, check_error_rate,
+                                              optimal_class_discriminator)
 
 # ------------------------------------------------------------------------------------ error rate
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ae_course.exercises.vae import check_active_units, check_log_likelihood_bound, check_negative_elbo
+from ae_course.exercises.vae_checks import check_active_units, check_log_likelihood_bound, check_negative_elbo
 
 
 def bce_sum(x, logits):

@@ -12,12 +12,13 @@ Each checker returns a :class:`~ae_course.exercises.feedback.Feedback` and never
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import torch
 
-from .feedback import Feedback, as_number
+from .feedback import Feedback, as_number, as_vector, call_learner, checker, close, name_mistake
 
 __all__ = ["check_ring_prior", "check_null_two_sample_accuracy", "component_of", "check_occupied_fraction"]
 
@@ -25,6 +26,7 @@ __all__ = ["check_ring_prior", "check_null_two_sample_accuracy", "component_of",
 # ----------------------------------------------------------------------------------------- a ring prior
 
 
+@checker
 def check_ring_prior(prior, radius: float = 4.0, width: float = 0.3) -> Feedback:
     """Check `prior`, an object with ``dim`` and ``sample(n, device=None)``, against the ring prior
 
@@ -48,17 +50,19 @@ def check_ring_prior(prior, radius: float = 4.0, width: float = 0.3) -> Feedback
     if not callable(getattr(prior, "sample", None)):
         return Feedback(False, "the prior has no method sample(n, device=None).")
     n = 20000
-    try:
-        torch.manual_seed(0)
-        z = prior.sample(n)
-        torch.manual_seed(0)
-        again = prior.sample(n)
-        on_cpu = prior.sample(5, device="cpu")
-    except TypeError as err:
-        return Feedback(False, f"calling prior.sample(n) or prior.sample(n, device='cpu') raised TypeError: {err}. "
-                               "The interface is sample(self, n, device=None).")
-    except Exception as err:  # the learner's code may fail in any way; report it
-        return Feedback(False, f"prior.sample raised {type(err).__name__}: {err}")
+
+    def interface(err: Exception) -> str:
+        return " The interface is sample(self, n, device=None)." if isinstance(err, TypeError) else ""
+
+    def sample(call: str, *args, **kwargs):
+        return call_learner(functools.partial(prior.sample, **kwargs), *args, call=call, returns=None,
+                            expect="a torch tensor of shape (n, 2)", hint=interface)
+
+    torch.manual_seed(0)
+    z = sample("prior.sample(n)", n)
+    torch.manual_seed(0)
+    again = sample("prior.sample(n)", n)
+    on_cpu = sample("prior.sample(5, device='cpu')", 5, device="cpu")
     if isinstance(z, np.ndarray):
         return Feedback(False, "sample returned a numpy array; return a torch tensor (torch.stack, or "
                                "torch.from_numpy), since the discriminator is a torch network.")
@@ -116,6 +120,7 @@ def check_ring_prior(prior, radius: float = 4.0, width: float = 0.3) -> Feedback
 # ----------------------------------------------------------------------------------------- the null accuracy
 
 
+@checker
 def check_null_two_sample_accuracy(mean, std, n_test: int) -> Feedback:
     """Check a prediction of the classifier two-sample accuracy when both samples come from the same
     distribution: its expected value `mean` (0.5) and its standard deviation `std` over repetitions,
@@ -127,37 +132,31 @@ def check_null_two_sample_accuracy(mean, std, n_test: int) -> Feedback:
     of the standard deviation, and n_test replaced by the size of one sample's test part or by all points.
     """
     value = as_number(mean, "the expected accuracy")
-    if isinstance(value, Feedback):
-        return value
-    if abs(value - 50) < 1:
-        return Feedback(False, "that is a percentage; accuracies are fractions here, between 0 and 1.")
-    if abs(value - 1) < 0.02:
-        return Feedback(False, "1 would mean the classifier always tells the samples apart; when both come "
-                               "from one distribution nothing tells them apart, and it can only guess.")
-    if abs(value) < 0.02:
-        return Feedback(False, "an accuracy of 0 would be as informative as 1 (flip every answer); a classifier "
-                               "that can only guess is right half of the time.")
-    if abs(value - 0.5) > 0.005:
+    name_mistake(value, [
+        (50.0, "that is a percentage; accuracies are fractions here, between 0 and 1."),
+        (1.0, "1 would mean the classifier always tells the samples apart; when both come from one distribution "
+              "nothing tells them apart, and it can only guess."),
+        (0.0, "an accuracy of 0 would be as informative as 1 (flip every answer); a classifier that can only guess "
+              "is right half of the time."),
+    ], rtol=0.02, atol=0.02)
+    if not close(value, 0.5, rtol=0, atol=0.005):
         return Feedback(False, f"the expected accuracy is not {value}: with two samples of one distribution each "
                                "held-out point is labelled right with probability 1/2.")
     spread = as_number(std, "the standard deviation")
-    if isinstance(spread, Feedback):
-        return spread
     right = math.sqrt(0.25 / n_test)
-    if abs(spread / right - 1) <= 0.02:
+    if close(spread, right, rtol=0.02, atol=0):
         return Feedback(True, f"mean 0.5 and standard deviation sqrt(0.25 / {n_test}) = {right:.4f}: an "
                               f"accuracy above 0.5 + 2 x {right:.4f} = {0.5 + 2 * right:.3f} is a real difference.")
-    if abs(spread - 0.25 / n_test) <= 0.02 * 0.25 / n_test:
-        return Feedback(False, "that is the variance p (1 - p) / n; the standard deviation is its square root.")
-    if abs(spread - math.sqrt(0.25 / (n_test / 2))) <= 0.02 * math.sqrt(0.5 / n_test):
-        return Feedback(False, f"you used n = {n_test // 2}, one sample's share of the test set; the accuracy "
-                               f"averages over all {n_test} held-out points of both samples.")
-    if abs(spread - math.sqrt(0.25 / (2 * n_test))) <= 0.02 * math.sqrt(0.125 / n_test):
-        return Feedback(False, f"you used n = {2 * n_test}, all points; only the {n_test} held-out points are "
-                               "scored, the others train the classifier.")
-    if abs(spread - 0.5 / n_test) <= 0.02 * 0.5 / n_test or abs(spread - 0.5) <= 0.01:
-        return Feedback(False, "the standard deviation of a mean of n coin flips is sqrt(p (1 - p) / n), with "
-                               "p = 1/2.")
+    coin_flips = "the standard deviation of a mean of n coin flips is sqrt(p (1 - p) / n), with p = 1/2."
+    name_mistake(spread, [
+        (0.25 / n_test, "that is the variance p (1 - p) / n; the standard deviation is its square root."),
+        (math.sqrt(0.25 / (n_test / 2)), f"you used n = {n_test // 2}, one sample's share of the test set; the "
+                                         f"accuracy averages over all {n_test} held-out points of both samples."),
+        (math.sqrt(0.25 / (2 * n_test)), f"you used n = {2 * n_test}, all points; only the {n_test} held-out points "
+                                         "are scored, the others train the classifier."),
+        (0.5 / n_test, coin_flips),
+        (0.5, coin_flips),
+    ], rtol=0.02, atol=0)
     return Feedback(False, f"the standard deviation is not {spread:.4g}: the number of right answers is "
                            f"Binomial({n_test}, 1/2); divide its standard deviation by {n_test}.")
 
@@ -187,6 +186,7 @@ def _occupied(components: torch.Tensor, labels: torch.Tensor, n_components: int,
     return held.double().mean(dim=1)
 
 
+@checker
 def check_occupied_fraction(answer, z: torch.Tensor, labels: torch.Tensor, n_components: int = 10,
                             threshold: float = 0.1) -> Feedback:
     """Check `answer`, a (n_classes,) vector: for each digit d, the fraction of the K mixture components
@@ -200,39 +200,33 @@ def check_occupied_fraction(answer, z: torch.Tensor, labels: torch.Tensor, n_com
     """
     labels = torch.as_tensor(labels).long().flatten()
     n_classes = int(labels.max().item()) + 1
-    try:
-        got = torch.as_tensor(np.asarray(answer.detach().cpu() if isinstance(answer, torch.Tensor) else answer,
-                                         dtype=np.float64))
-    except (TypeError, ValueError):
-        return Feedback(False, f"give a vector of {n_classes} numbers (one per digit), got {type(answer).__name__}.")
-    if got.numel() != n_classes:
-        if got.numel() == n_classes * n_components:
-            return Feedback(False, f"that is a {n_classes} x {n_components} table; reduce each digit's row to one "
-                                   "number: the fraction of components holding at least the threshold share.")
-        return Feedback(False, f"expected {n_classes} numbers (one per digit), got {got.numel()}.")
-    got = got.flatten()
-    if not torch.isfinite(got).all():
-        return Feedback(False, "some entries are not finite.")
+    got = as_vector(answer, n_classes, "your answer", per="digit", flatten=True, mistakes=[
+        (lambda v: v.numel() == n_classes * n_components,
+         f"that is a {n_classes} x {n_components} table; reduce each digit's row to one number: the fraction of "
+         "components holding at least the threshold share."),
+    ], not_numbers=f"give a vector of {n_classes} numbers (one per digit)",
+        wrong_length=f"expected {n_classes} numbers (one per digit)")
     components = component_of(z, n_components)
     right = _occupied(components, labels, n_components, threshold, n_classes)
     tol = 0.5 / n_components
-    if (got - right).abs().max() < tol:
+    if close(got, right, rtol=0, atol=tol):
         return Feedback(True, "per digit, the fraction of components holding at least "
                               f"{threshold:.0%} of its codes: " + ", ".join(f"{v:.1f}" for v in right.tolist()) + ".")
-    if (got - right * n_components).abs().max() < 0.5:
-        return Feedback(False, f"those are numbers of components; divide by K = {n_components} for the fraction.")
+    name_mistake(got, [(right * n_components, f"those are numbers of components; divide by K = {n_components} for "
+                                              "the fraction.")], rtol=0, atol=0.5)
     angle = torch.atan2(z[:, 1].double(), z[:, 0].double())
     floored = torch.remainder(torch.floor(angle / (2 * math.pi / n_components)), n_components).long()
-    if not torch.equal(floored, components) and (got - _occupied(floored, labels, n_components, threshold,
-                                                                 n_classes)).abs().max() < tol:
-        return Feedback(False, "you assigned codes with floor(angle / (2 pi / K)); component k's mean sits at "
-                               "angle 2 pi k / K, in the middle of its sector, so round to the nearest k.")
-    if (got - _occupied(components, labels, n_components, threshold, n_classes, normalize="column")).abs().max() < tol:
-        return Feedback(False, "you divided by the number of codes in each component (column shares); the "
-                               "share should be of the codes of each *digit*: divide each row by its sum.")
-    if (got - _occupied(components, labels, n_components, threshold, n_classes, share=False)).abs().max() < tol:
-        return Feedback(False, "you compared the threshold with counts of codes; compare it with the share of "
-                               "the digit's codes in each component (counts / row total).")
+    occupied = functools.partial(_occupied, labels=labels, n_components=n_components, threshold=threshold,
+                                 n_classes=n_classes)
+    name_mistake(got, [
+        (occupied(floored), "you assigned codes with floor(angle / (2 pi / K)); component k's mean sits at angle "
+                            "2 pi k / K, in the middle of its sector, so round to the nearest k."),
+        (occupied(components, normalize="column"), "you divided by the number of codes in each component (column "
+                                                   "shares); the share should be of the codes of each *digit*: "
+                                                   "divide each row by its sum."),
+        (occupied(components, share=False), "you compared the threshold with counts of codes; compare it with the "
+                                            "share of the digit's codes in each component (counts / row total)."),
+    ], rtol=0, atol=tol)
     if ((got < 0) | (got > 1)).any():
         return Feedback(False, "fractions lie between 0 and 1.")
     return Feedback(False, "not yet: for each digit, count its codes in each component (component_of), divide "

@@ -1,6 +1,7 @@
 """Checkers for the exercises of the chapter "Adversarial regularization" (the GAN game in code space)."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -8,7 +9,8 @@ import torch
 from torch.distributions import Normal
 
 from ..aae import discriminator_loss, optimal_discriminator
-from .feedback import Feedback, as_number, call_learner
+from .feedback import (Feedback, as_number, as_vector, call_learner, checker, close, max_difference, name_mistake,
+                       prefixed)
 
 # The setting of the optimal-discriminator exercise: the prior p = N(0, 1), the codes q = N(2, 0.5^2)
 # (standard deviation 0.5), evaluated at z = 1.
@@ -19,8 +21,7 @@ POINT = 1.0
 REJECTING_LOGIT = -6.0
 
 
-def _close(a: float, b: float, tol: float = 1e-3) -> bool:
-    return abs(a - b) <= tol * max(1.0, abs(b))
+_close = functools.partial(close, rtol=1e-3, atol=1e-3)
 
 
 def _log_density(z: float, mean: float, std: float) -> float:
@@ -38,6 +39,7 @@ def optimal_discriminator_at_point() -> float:
     return optimal_discriminator(log_p, log_q).item()
 
 
+@checker
 def check_optimal_discriminator(answer) -> Feedback:
     r"""Check D*(z) at z = 1 for the prior p = N(0, 1) (label 1) and the codes q = N(2, 0.5^2) (label 0).
 
@@ -47,8 +49,6 @@ def check_optimal_discriminator(answer) -> Feedback:
     1 / (sqrt(2 pi) sigma) (which matters because the two standard deviations differ). Tolerance 1e-3.
     """
     value = as_number(answer, "D*(1)")
-    if isinstance(value, Feedback):
-        return value
     expected = optimal_discriminator_at_point()
     if _close(value, expected):
         return Feedback(True, f"D*(1) = p(1) / (p(1) + q(1)) = {expected:.4f}: a point of the prior is a bit more "
@@ -71,19 +71,18 @@ def check_optimal_discriminator(answer) -> Feedback:
         (sig(unnormalized), "you left out the normalizing constants 1 / (sqrt(2 pi) sigma); they cancel only when "
                             "the two standard deviations are equal, and here q's is half of p's."),
     ]
-    for wrong, message in diagnoses:
-        if _close(value, wrong):
-            return Feedback(False, message)
-    for wrong, message in diagnoses[3:]:  # the same density mistakes with p and q swapped as well
-        if _close(value, 1 - wrong):
-            return Feedback(False, message + " And p and q are swapped: D(z) is the probability of the prior "
-                                             "(label 1), so p(z) belongs in the numerator.")
+    name_mistake(value, diagnoses, rtol=1e-3, atol=1e-3)
+    swapped = (" And p and q are swapped: D(z) is the probability of the prior (label 1), so p(z) belongs in the "
+               "numerator.")
+    name_mistake(value, [(1 - wrong, message + swapped) for wrong, message in diagnoses[3:]],  # the density mistakes
+                 rtol=1e-3, atol=1e-3)                                                           # with p and q swapped
     if not 0 <= value <= 1:
         return Feedback(False, f"{value:.4g} is not a probability; D*(z) = p(z) / (p(z) + q(z)) lies in [0, 1].")
     return Feedback(False, f"{value:.4g} is not D*(1). Evaluate both Gaussian densities at z = 1 (q has standard "
                            "deviation 0.5) and form p / (p + q).")
 
 
+@checker
 def check_game_values(value_equal, js_disjoint, value_disjoint) -> Feedback:
     r"""Check three numbers in nats: V(D*, q) when q = p (-log 4), JS(q || p) when q and p have disjoint
     supports (log 2), and V(D*, q) then (2 log 2 - log 4 = 0). V(D*, q) = 2 JS(q || p) - log 4 (Goodfellow
@@ -95,53 +94,41 @@ def check_game_values(value_equal, js_disjoint, value_disjoint) -> Feedback:
     log 4 in nats.
     """
     log2, log4 = math.log(2), math.log(4)
-    try:
-        infinite = math.isinf(float(js_disjoint))
-    except (TypeError, ValueError, RuntimeError):  # not a number: as_number below says so
-        infinite = False
-    if infinite:
+    equal = as_number(value_equal, "the value at q = p")
+    if math.isinf(as_number(js_disjoint, "JS for disjoint supports", finite=False)):
         return Feedback(False, "JS of disjoint distributions is finite: KL(q || p) would be infinite, but JS measures "
                                "KL(q || m) and KL(p || m) to the mixture m = (p + q) / 2, which is positive wherever "
                                "q or p is; there q / m = 2.")
-    numbers = []
-    for value, what in [(value_equal, "the value at q = p"), (js_disjoint, "JS for disjoint supports"),
-                        (value_disjoint, "the value for disjoint supports")]:
-        number = as_number(value, what)
-        if isinstance(number, Feedback):
-            return number
-        numbers.append(number)
-    equal, js, disjoint = numbers
+    js = as_number(js_disjoint, "JS for disjoint supports")
+    disjoint = as_number(value_disjoint, "the value for disjoint supports")
     if not _close(equal, -log4):
-        messages = [(-2.0, "-2 is -log_2 4: you used base-2 logarithms; the game is in nats (natural logs): -log 4."),
-                    (log4, "log 4 is the discriminator's loss at q = p (minus the value); the value V(D*, q) = "
-                           "E_p[log D*] + E_q[log(1 - D*)] with D* = 1/2 is 2 log(1/2) = -log 4."),
-                    (0.0, "JS(q || p) = 0 at q = p, but the value is 2 JS - log 4 = -log 4, not 0."),
-                    (-log2, "with D* = 1/2 both expectations contribute log(1/2): the value is 2 log(1/2) = -log 4, "
-                            "not -log 2.")]
-        for wrong, message in messages:
-            if _close(equal, wrong):
-                return Feedback(False, message)
+        name_mistake(equal, [
+            (-2.0, "-2 is -log_2 4: you used base-2 logarithms; the game is in nats (natural logs): -log 4."),
+            (log4, "log 4 is the discriminator's loss at q = p (minus the value); the value V(D*, q) = "
+                   "E_p[log D*] + E_q[log(1 - D*)] with D* = 1/2 is 2 log(1/2) = -log 4."),
+            (0.0, "JS(q || p) = 0 at q = p, but the value is 2 JS - log 4 = -log 4, not 0."),
+            (-log2, "with D* = 1/2 both expectations contribute log(1/2): the value is 2 log(1/2) = -log 4, "
+                    "not -log 2."),
+        ], rtol=1e-3, atol=1e-3)
         return Feedback(False, f"the value at q = p is not {equal:.4g}: there D* = 1/2 everywhere, so "
                                "V = E_p[log 1/2] + E_q[log 1/2].")
     if not _close(js, log2):
-        messages = [(1.0, "1 is log_2 2, JS in bits; in nats (natural logs) it is log 2 = 0.693."),
-                    (log4, "log 4 is 2 JS; JS itself is (KL(q || m) + KL(p || m)) / 2 = (log 2 + log 2) / 2."),
-                    (0.0, "disjoint supports make JS maximal, not zero: where q > 0, m = q / 2, so "
-                          "KL(q || m) = log 2, and likewise KL(p || m) = log 2.")]
-        for wrong, message in messages:
-            if _close(js, wrong):
-                return Feedback(False, message)
+        name_mistake(js, [
+            (1.0, "1 is log_2 2, JS in bits; in nats (natural logs) it is log 2 = 0.693."),
+            (log4, "log 4 is 2 JS; JS itself is (KL(q || m) + KL(p || m)) / 2 = (log 2 + log 2) / 2."),
+            (0.0, "disjoint supports make JS maximal, not zero: where q > 0, m = q / 2, so "
+                  "KL(q || m) = log 2, and likewise KL(p || m) = log 2."),
+        ], rtol=1e-3, atol=1e-3)
         return Feedback(False, f"JS for disjoint supports is not {js:.4g}: compute KL(q || m) and KL(p || m) with "
                                "m = (p + q) / 2, which is q / 2 where q lives and p / 2 where p lives.")
     if not _close(disjoint, 0.0):
-        messages = [(log2 - log4, "you dropped the factor 2: V(D*, q) = 2 JS(q || p) - log 4 = 2 log 2 - log 4 = 0."),
-                    (2.0 - log4, "you mixed bases: 2 JS in bits (2) minus log 4 in nats. In nats, 2 log 2 - log 4 = 0."),
-                    (-log4, "-log 4 is the value at q = p, the minimum; disjoint supports give the maximum, "
-                            "2 log 2 - log 4 = 0 (D* = 1 on p's support and 0 on q's: log 1 + log 1 = 0)."),
-                    (-log4 + 2 * log4, "you used 2 JS = 2 log 4; JS = log 2, so the value is 2 log 2 - log 4 = 0.")]
-        for wrong, message in messages:
-            if _close(disjoint, wrong):
-                return Feedback(False, message)
+        name_mistake(disjoint, [
+            (log2 - log4, "you dropped the factor 2: V(D*, q) = 2 JS(q || p) - log 4 = 2 log 2 - log 4 = 0."),
+            (2.0 - log4, "you mixed bases: 2 JS in bits (2) minus log 4 in nats. In nats, 2 log 2 - log 4 = 0."),
+            (-log4, "-log 4 is the value at q = p, the minimum; disjoint supports give the maximum, "
+                    "2 log 2 - log 4 = 0 (D* = 1 on p's support and 0 on q's: log 1 + log 1 = 0)."),
+            (-log4 + 2 * log4, "you used 2 JS = 2 log 4; JS = log 2, so the value is 2 log 2 - log 4 = 0."),
+        ], rtol=1e-3, atol=1e-3)
         return Feedback(False, f"the value for disjoint supports is not {disjoint:.4g}: use V = 2 JS - log 4 with "
                                "your JS, or directly: D* = 1 on p's support and 0 on q's.")
     return Feedback(True, "-log 4 at q = p (the minimum), and 2 log 2 - log 4 = 0 for disjoint supports (the "
@@ -153,6 +140,7 @@ def _inputs(seed: int = 0, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     return 3 * torch.randn(batch, generator=gen), 3 * torch.randn(batch, generator=gen)
 
 
+@checker
 def check_discriminator_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
     r"""Check ``fn(prior_logits, code_logits) -> (B,)``: -log D(z') - log(1 - D(z)) per pair, in nats, from logits.
 
@@ -163,50 +151,38 @@ def check_discriminator_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
     values at extreme logits.
     """
     prior_logits, code_logits = _inputs()
-    got = call_learner(fn, prior_logits, code_logits)
-    if isinstance(got, Feedback):
-        return got
-    if got.dim() == 0:
-        return Feedback(False, "you returned a single number (a mean or sum over the batch); return one loss per "
-                               "pair, shape (B,).")
-    if got.shape != prior_logits.shape:
-        return Feedback(False, f"expected shape {tuple(prior_logits.shape)}, got {tuple(got.shape)}.")
-    got = got.double()
+    got = as_vector(call_learner(fn, prior_logits, code_logits), len(prior_logits), "your result", per="pair",
+                    finite=False, mistakes=[((), "you returned a single number (a mean or sum over the batch); return "
+                                                 "one loss per pair, shape (B,).")])
     expected = discriminator_loss(prior_logits, code_logits).double()
     softplus = torch.nn.functional.softplus
-    p_term, q_term = softplus(-prior_logits).double(), softplus(code_logits).double()
-    close = lambda a, b: torch.allclose(a, b, rtol=1e-4, atol=1e-4)  # noqa: E731
-    if not close(got, expected):
-        diagnoses = [
-            (softplus(prior_logits).double() + softplus(-code_logits).double(),
+    if not close(got, expected, rtol=1e-4, atol=1e-4):
+        name_mistake(got, [
+            (softplus(prior_logits) + softplus(-code_logits),
              "you swapped the labels: the prior samples z' have label 1 (loss -log D(z')) and the codes label 0 "
              "(loss -log(1 - D(z)))."),
             (-expected, "the sign is flipped: that is the value log D(z') + log(1 - D(z)), which the discriminator "
                         "maximizes; its loss is the negative, a cross-entropy >= 0."),
-            (p_term, "only the prior term -log D(z') is there; add the codes' term -log(1 - D(z))."),
-            (q_term, "only the codes' term -log(1 - D(z)) is there; add the prior term -log D(z')."),
+            (softplus(-prior_logits), "only the prior term -log D(z') is there; add the codes' term -log(1 - D(z))."),
+            (softplus(code_logits), "only the codes' term -log(1 - D(z)) is there; add the prior term -log D(z')."),
             (expected / math.log(2), "the values are in bits (base-2 logarithms); use natural logarithms (nats)."),
             (expected / 2, "the values are half the loss: sum the two cross-entropy terms, do not average them."),
-        ]
-        for wrong, message in diagnoses:
-            if close(got, wrong):
-                return Feedback(False, message)
+        ], rtol=1e-4, atol=1e-4)
         if not torch.isfinite(got).all():
             return Feedback(False, "the loss is not finite even for moderate logits; compute it from the logits with "
                                    "softplus: -log sigmoid(l) = softplus(-l), -log(1 - sigmoid(l)) = softplus(l).")
-        worst = (got - expected).abs().max().item()
-        return Feedback(False, f"values differ from -log D(z') - log(1 - D(z)) by up to {worst:.4g} nats.")
+        return Feedback(False, "values differ from -log D(z') - log(1 - D(z)) by up to "
+                               f"{max_difference(got, expected):.4g} nats.")
     extreme_prior = torch.tensor([-100.0, 100.0, -100.0, 0.0])
     extreme_code = torch.tensor([100.0, -100.0, -100.0, 100.0])
-    extreme = call_learner(fn, extreme_prior, extreme_code)
-    if isinstance(extreme, Feedback):
-        return Feedback(False, "right for moderate logits, but at logits of +-100: " + extreme.message)
+    with prefixed("right for moderate logits, but at logits of +-100: "):
+        extreme = call_learner(fn, extreme_prior, extreme_code)
     reference = discriminator_loss(extreme_prior, extreme_code).double()
     if extreme.shape != reference.shape or not torch.isfinite(extreme).all():
         return Feedback(False, "right for moderate logits, but not finite at logits of +-100: in float32 "
                                "sigmoid(-100) rounds to 0 and log(0) = -inf. Compute from the logits: "
                                "-log sigmoid(l) = softplus(-l) and -log(1 - sigmoid(l)) = softplus(l).")
-    if not torch.allclose(extreme.double(), reference, rtol=1e-4, atol=1e-4):
+    if not close(extreme, reference, rtol=1e-4, atol=1e-4):
         return Feedback(False, f"right for moderate logits, but at logits of +-100 you get "
                                f"{[round(v, 2) + 0.0 for v in extreme.double().tolist()]} instead of "
                                f"{[round(v, 2) + 0.0 for v in reference.tolist()]}: an added epsilon or a clamp caps the "
@@ -223,6 +199,7 @@ def saturating_gradient() -> float:
     return logit.grad.item()
 
 
+@checker
 def check_saturating_gradient(answer) -> Feedback:
     r"""Check the derivative of the saturating generator loss log(1 - D(z)), D = sigmoid(l), with respect to the
     logit l at l = -6 (D rejects the code): -sigmoid(l) = -D, about -0.00247.
@@ -232,15 +209,12 @@ def check_saturating_gradient(answer) -> Feedback:
     (and 1e-6 absolute).
     """
     value = as_number(answer, "the derivative")
-    if isinstance(value, Feedback):
-        return value
     d = 1.0 / (1.0 + math.exp(-REJECTING_LOGIT))
     expected = saturating_gradient()
-    near = lambda a, b: abs(a - b) <= 1e-3 * abs(b) + 1e-6  # noqa: E731
-    if near(value, expected):
+    if close(value, expected, rtol=1e-3, atol=1e-6):
         return Feedback(True, f"d/dl log(1 - sigmoid(l)) = -sigmoid(l) = -D = {expected:.5f}: the gradient is as small "
                               "as D itself, so it vanishes exactly when the discriminator rejects the codes.")
-    diagnoses = [
+    name_mistake(value, [
         (-(1 - d), "that is the derivative of the non-saturating loss -log D, which is -(1 - D); the saturating "
                    "loss log(1 - D) has derivative -D."),
         (d, "the sign is flipped: log(1 - sigmoid(l)) decreases as l grows, so its derivative is negative."),
@@ -248,9 +222,6 @@ def check_saturating_gradient(answer) -> Feedback:
                        "get the derivative with respect to the logit."),
         (d * (1 - d), "that is dD/dl = D (1 - D), the sigmoid's derivative; multiply it by d log(1 - D)/dD = "
                       "-1 / (1 - D)."),
-    ]
-    for wrong, message in diagnoses:
-        if near(value, wrong):
-            return Feedback(False, message)
+    ], rtol=1e-3, atol=1e-6)
     return Feedback(False, f"{value:.4g} is not the derivative. Write log(1 - sigmoid(l)) = -softplus(l) and "
                            "differentiate: softplus'(l) = sigmoid(l).")

@@ -13,14 +13,17 @@ Each checker returns a :class:`~ae_course.exercises.feedback.Feedback` and never
 """
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 from typing import Callable
 
 import numpy as np
+import torch
 from scipy.special import xlogy
 
 from ..sample_quality import class_balance, classifier_scores
-from .feedback import Feedback, as_number
+from .feedback import Feedback, as_number, call_learner, checker, close, name_mistake
 
 __all__ = ["MODELS", "check_class_balance", "check_likelihood_models", "check_inception_score", "check_elbo_gap"]
 
@@ -28,17 +31,10 @@ __all__ = ["MODELS", "check_class_balance", "check_likelihood_models", "check_in
 MODELS = ("AE", "DAE", "VAE", "CVAE", "AAE")
 
 
-def _plain(value):
-    """A torch tensor as a NumPy array (learners may answer with either); anything else unchanged."""
-    if hasattr(value, "detach"):
-        return value.detach().cpu().numpy()
-    return value
+_close = functools.partial(close, rtol=1e-3, atol=1e-6)
 
 
-def _close(a: float, b: float, rel: float = 1e-3, abs_: float = 1e-6) -> bool:
-    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
-
-
+@checker
 def check_class_balance(answer, counts) -> Feedback:
     r"""Check `answer` = KL(h || uniform) = sum_y h_y log(K h_y), in nats, for the class counts `counts` (K,).
 
@@ -52,27 +48,16 @@ def check_class_balance(answer, counts) -> Feedback:
     h = counts / counts.sum()
     balance = class_balance(counts)
     expected, entropy = balance["kl_to_uniform"], balance["class_entropy"]
-    if answer is None:
-        return Feedback(False, "answer is None: compute h = counts / counts.sum(), then sum_y h_y log(K h_y) "
-                               "over the classes with h_y > 0.")
-    answer = _plain(answer)
-    if isinstance(answer, (np.ndarray, list, tuple)) and np.size(answer) != 1:
-        return Feedback(False, f"the KL divergence should be a single number, got {np.size(answer)} values: sum "
-                               "h_y log(K h_y) over the classes.")
-    try:
-        raw = float(np.asarray(answer, dtype=np.float64).reshape(-1)[0]) if np.size(answer) == 1 else None
-    except (TypeError, ValueError):
-        raw = None
-    if raw is not None and not math.isfinite(raw):
+    value = as_number(answer, "the KL divergence", finite=False, several=": sum h_y log(K h_y) over the classes",
+                      none="answer is None: compute h = counts / counts.sum(), then sum_y h_y log(K h_y) over the "
+                           "classes with h_y > 0.")
+    if not math.isfinite(value):
         if (counts == 0).any():
-            return Feedback(False, f"your answer is {raw}. Some class is never predicted (h_y = 0): either you took "
+            return Feedback(False, f"your answer is {value}. Some class is never predicted (h_y = 0): either you took "
                                    "log 0 (use the convention 0 log 0 = 0, e.g. scipy.special.xlogy or sum only over "
                                    "h_y > 0), or you computed KL(uniform || h), which is infinite when a class is "
                                    "missing. The balance score is KL(h || uniform) = sum_y h_y log(K h_y).")
-        return Feedback(False, f"your answer is {raw}; it should be a finite number of nats.")
-    value = as_number(answer, "the KL divergence")
-    if isinstance(value, Feedback):
-        return value
+        return Feedback(False, f"your answer is {value}; it should be a finite number of nats.")
     if _close(value, expected):
         return Feedback(True, f"KL(h || uniform) = {expected:.4f} nats = log {k} - H(h) = {math.log(k):.4f} - "
                               f"{entropy:.4f}; 0 would be a perfectly balanced set of samples.")
@@ -100,13 +85,12 @@ def check_class_balance(answer, counts) -> Feedback:
         diagnoses.append((reverse, "that is KL(uniform || h), the divergence in the other direction (it is "
                                    "infinite as soon as one class is never predicted). Use KL(h || uniform) = "
                                    "sum_y h_y log(K h_y)."))
-    for wrong, message in diagnoses:
-        if _close(value, wrong):
-            return Feedback(False, message)
+    name_mistake(value, diagnoses, rtol=1e-3, atol=1e-6)
     return Feedback(False, f"expected KL(h || uniform) = sum_y h_y log(K h_y) with h = counts / counts.sum(), "
                            f"in nats; got {value:.6g}.")
 
 
+@checker
 def check_likelihood_models(answer) -> Feedback:
     r"""Check `answer`, the set of models among :data:`MODELS` that are trained by maximizing a lower bound
     on a log-likelihood (the ELBO) and whose encoder is a distribution q(z|x) that serves as the
@@ -121,7 +105,7 @@ def check_likelihood_models(answer) -> Feedback:
                                + ", ".join(MODELS) + ".")
     try:
         items = list(answer)
-    except TypeError:
+    except Exception:  # not iterable, or a learner's object that fails when iterated
         return Feedback(False, f"answer with a set of model names, got {type(answer).__name__}.")
     if not all(isinstance(item, str) for item in items):
         return Feedback(False, "the set should hold model names (strings) from " + ", ".join(MODELS) + ".")
@@ -158,6 +142,7 @@ def _inception(p: np.ndarray) -> float:
     return float(classifier_scores(p)["inception_score"])
 
 
+@checker
 def check_inception_score(fn: Callable[[np.ndarray], float]) -> Feedback:
     r"""Check `fn(probabilities) -> float`: exp(mean_i KL(p(y|x_i) || p(y))) with p(y) = mean_i p(y|x_i).
 
@@ -171,18 +156,10 @@ def check_inception_score(fn: Callable[[np.ndarray], float]) -> Feedback:
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     p[:5] = np.eye(10)[[0, 1, 2, 0, 1]]                    # confident predictions: exact zeros
     expected = _inception(p)
-    try:
-        got = fn(p.copy())
-    except Exception as err:  # the learner's code may fail in any way; report it
-        return Feedback(False, f"calling your function raised {type(err).__name__}: {err}")
-    got = _plain(got)
-    if np.size(got) > 1:
-        return Feedback(False, f"you returned {np.size(got)} values; the score is one number: the exponential of "
-                               "the MEAN over samples of KL(p(y|x_i) || p(y)).")
-    try:
-        value = float(np.asarray(got, dtype=np.float64).reshape(-1)[0])
-    except (TypeError, ValueError, IndexError):
-        return Feedback(False, f"return a number, got {type(got).__name__} ({got!r}).")
+    value = as_number(call_learner(fn, p, returns=(numbers.Number, np.ndarray, np.generic, torch.Tensor),
+                                   expect="a number"),
+                      "your function's result", finite=False, several=": the score is one number, the exponential "
+                      "of the MEAN over samples of KL(p(y|x_i) || p(y))")
     if math.isnan(value):
         return Feedback(False, "your function returned NaN: some predictions have p(y|x) = 0 exactly, and "
                                "0 * log 0 is NaN in floating point. Use the convention 0 log 0 = 0 "
@@ -214,13 +191,12 @@ def check_inception_score(fn: Callable[[np.ndarray], float]) -> Feedback:
         (math.exp(float(-xlogy(marginal, marginal).sum())), "that is exp(H[p(y)]), the balance part only; subtract "
                                                             "the mean entropy of the predictions inside the exp."),
     ]
-    for wrong, message in diagnoses:
-        if math.isfinite(wrong) and _close(value, wrong):
-            return Feedback(False, message)
+    name_mistake(value, diagnoses, rtol=1e-3, atol=1e-6)
     return Feedback(False, f"expected exp(mean_i KL(p(y|x_i) || p(y))) = {expected:.4f} for the test "
                            f"probabilities, got {value:.6g}.")
 
 
+@checker
 def check_elbo_gap(answer, neg_elbo: float, is_nll: float) -> Feedback:
     r"""Check `answer` = neg_elbo - is_nll, in nats: how much the importance-sampled estimate improves on the
     ELBO (both as negative numbers of nats per image, from the chapter's table).
@@ -231,21 +207,17 @@ def check_elbo_gap(answer, neg_elbo: float, is_nll: float) -> Feedback:
     """
     neg_elbo, is_nll = float(neg_elbo), float(is_nll)
     value = as_number(answer, "the gap")
-    if isinstance(value, Feedback):
-        return value
     expected = neg_elbo - is_nll
-    if math.isclose(value, expected, abs_tol=0.051):
+    if close(value, expected, rtol=0, atol=0.051):
         return Feedback(True, f"-ELBO - IS-NLL = {neg_elbo:.2f} - {is_nll:.2f} = {expected:.2f} nats: an estimate "
                               "(from below, since k is finite) of the mean KL(q(z|x) || p(z|x)), the price of "
                               "the Gaussian q.")
-    if math.isclose(value, -expected, abs_tol=0.051):
-        return Feedback(False, "the sign is flipped: the importance-sampled NLL is the *smaller* number (a "
-                               "tighter bound), so -ELBO - NLL >= 0.")
-    for wrong, message in [(neg_elbo / is_nll, "that is a ratio; the question asks for a difference in nats."),
-                           (100 * expected / is_nll, "that is a percentage; give the difference in nats."),
-                           (100 * expected / neg_elbo, "that is a percentage; give the difference in nats."),
-                           (neg_elbo, "that is the -ELBO itself; subtract the importance-sampled NLL from it."),
-                           (is_nll, "that is the NLL itself; the question asks for -ELBO minus the NLL.")]:
-        if math.isclose(value, wrong, rel_tol=1e-3, abs_tol=0.01):
-            return Feedback(False, message)
+    name_mistake(value, [(-expected, "the sign is flipped: the importance-sampled NLL is the *smaller* number (a "
+                                     "tighter bound), so -ELBO - NLL >= 0.")], rtol=0, atol=0.051)
+    name_mistake(value, [(neg_elbo / is_nll, "that is a ratio; the question asks for a difference in nats."),
+                         (100 * expected / is_nll, "that is a percentage; give the difference in nats."),
+                         (100 * expected / neg_elbo, "that is a percentage; give the difference in nats."),
+                         (neg_elbo, "that is the -ELBO itself; subtract the importance-sampled NLL from it."),
+                         (is_nll, "that is the NLL itself; the question asks for -ELBO minus the NLL.")],
+                 rtol=1e-3, atol=0.01)
     return Feedback(False, f"read the VAE's row: -ELBO minus the importance-sampled NLL, in nats; got {value:.4g}.")

@@ -14,22 +14,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .feedback import Feedback, as_number
+from .feedback import Feedback, as_number, call_learner, checker, close, name_fraction_mistake, unrefused
 
 __all__ = ["check_condition", "check_generation_accuracy"]
 
 
-def _raises_value_error(fn, *args) -> bool | str:
-    """True if fn(*args) raises ValueError; otherwise a short description of what it did."""
-    try:
-        fn(*args)
-    except ValueError:
-        return True
-    except Exception as err:  # a different exception: report its type
-        return f"raised {type(err).__name__} ({err}) instead of ValueError"
-    return "returned without an error"
-
-
+@checker
 def check_condition(fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]) -> Feedback:
     """Check `fn(x, y, n_classes) -> (B, D + n_classes)`: x with one_hot(y) appended as its last columns.
 
@@ -45,13 +35,8 @@ def check_condition(fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor
     y = torch.tensor([3, 0, 2, 3, 1, 2])           # the largest label (3) is below n_classes - 1
     n_classes = 6
     expected = torch.cat([x, F.one_hot(y, n_classes).float()], dim=1)
-    try:
-        got = fn(x.clone(), y.clone(), n_classes)
-    except Exception as err:
-        return Feedback(False, f"calling fn(x, y, n_classes) on valid inputs raised {type(err).__name__}: {err}")
-    if not isinstance(got, torch.Tensor):
-        return Feedback(False, f"return a torch.Tensor, got {type(got).__name__}.")
-    if got.shape == (12, 5) or got.shape[0] == 12:
+    got = call_learner(fn, x, y, n_classes, call="fn(x, y, n_classes)", when=" on valid inputs")
+    if got.dim() > 0 and got.shape[0] == 12:
         return Feedback(False, "you concatenated along dim 0 (more rows); the label is extra *columns* of each "
                                "row: torch.cat([x, one_hot], dim=1).")
     if got.shape == (6, 5 + 4):
@@ -66,23 +51,19 @@ def check_condition(fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor
     if not got.is_floating_point():
         return Feedback(False, f"the result has dtype {got.dtype}; a network's input must be floating. F.one_hot "
                                "returns int64: convert it with .to(x.dtype) before concatenating.")
-    got = got.detach().float()
-    if torch.allclose(got, torch.cat([F.one_hot(y, n_classes).float(), x], dim=1)):
+    if close(got, torch.cat([F.one_hot(y, n_classes).float(), x], dim=1)):
         return Feedback(False, "you put the one-hot code first; the book's convention (and ConditionalVAE's) "
                                "is [x, one_hot(y)]: x in the first D columns.")
-    if not torch.allclose(got, expected):
-        if torch.allclose(got[:, :5], x):
+    if not close(got, expected):
+        if close(got[:, :5], x):
             return Feedback(False, "the first D columns are x, but the last n_classes are not one_hot(y): row i "
                                    "should have a 1 in column D + y[i] and 0 elsewhere.")
         return Feedback(False, "the first D columns should be x unchanged, followed by one_hot(y).")
-    problems = []
-    for what, bad_y in [("a label equal to n_classes", torch.tensor([3, 0, 2, 6, 1, 2])),
-                        ("a negative label", torch.tensor([3, 0, -1, 3, 1, 2])),
-                        ("floating-point labels", y.float()),
-                        ("5 labels for 6 rows", y[:5])]:
-        verdict = _raises_value_error(fn, x.clone(), bad_y, n_classes)
-        if verdict is not True:
-            problems.append(f"{what} {verdict}")
+    problems = unrefused(fn, [(what, (x, bad_y, n_classes)) for what, bad_y in [
+        ("a label equal to n_classes", torch.tensor([3, 0, 2, 6, 1, 2])),
+        ("a negative label", torch.tensor([3, 0, -1, 3, 1, 2])),
+        ("floating-point labels", y.float()),
+        ("5 labels for 6 rows", y[:5])]])
     if problems:
         return Feedback(False, "the values are right, but invalid labels must raise ValueError with a clear "
                                "message: " + "; ".join(problems) + ". (F.one_hot maps -1 to the last class "
@@ -91,6 +72,7 @@ def check_condition(fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor
     return Feedback(True, "x followed by one_hot(y) of width n_classes, floating, and invalid labels are refused.")
 
 
+@checker
 def check_generation_accuracy(answer, predictions: torch.Tensor, requested: torch.Tensor) -> Feedback:
     """Check `answer`: the fraction (in [0, 1]) of generated images whose predicted class equals the class
     requested for them, i.e. mean(predictions == requested).
@@ -101,8 +83,6 @@ def check_generation_accuracy(answer, predictions: torch.Tensor, requested: torc
     generated with ``repeat_interleave`` (0,0,...,1,1,...).
     """
     value = as_number(answer, "the accuracy")
-    if isinstance(value, Feedback):
-        return value
     predictions, requested = torch.as_tensor(predictions).flatten(), torch.as_tensor(requested).flatten()
     if predictions.shape != requested.shape:
         return Feedback(False, f"predictions {tuple(predictions.shape)} and requested {tuple(requested.shape)} "
@@ -110,15 +90,11 @@ def check_generation_accuracy(answer, predictions: torch.Tensor, requested: torc
     n = len(requested)
     right = (predictions == requested).double().mean().item()
     tol = 0.5 / n
-    if abs(value - right) <= tol:
+    if close(value, right, rtol=0, atol=tol):
         return Feedback(True, f"{right:.3f} of the generated images are classified as requested.")
-    if abs(value - 100 * right) <= 100 * tol:
-        return Feedback(False, "that is a percentage; give the fraction, between 0 and 1.")
-    if abs(value - (1 - right)) <= tol:
-        return Feedback(False, "that is the error rate, the fraction classified as a *different* class; give "
-                               "the fraction that matches the requested class.")
-    if abs(value - right * n) <= 0.5:
-        return Feedback(False, f"that is the number of matches; divide by the number of images, {n}.")
+    name_fraction_mistake(value, right, n, count="matches", items="images", complement=(
+        "that is the error rate, the fraction classified as a *different* class; give the fraction that matches the "
+        "requested class."))
     classes = int(requested.max().item()) + 1 if n else 0
     if classes > 1 and n % classes == 0:
         per = n // classes
@@ -128,7 +104,7 @@ def check_generation_accuracy(answer, predictions: torch.Tensor, requested: torc
             if torch.equal(wrong_order, requested):
                 continue
             other = (predictions == wrong_order).double().mean().item()
-            if abs(value - other) <= tol:
+            if close(value, other, rtol=0, atol=tol):
                 return Feedback(False, f"you compared the predictions with labels in the order of {name}, but the "
                                        "images were generated in the order of `requested`: compare with the labels "
                                        "the images were actually generated for.")

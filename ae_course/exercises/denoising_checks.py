@@ -16,7 +16,8 @@ from typing import Callable
 
 import torch
 
-from .feedback import Feedback, as_number
+from .feedback import (Feedback, as_number, as_vector, call_learner, checker, close, max_difference, mean_of,
+                       name_mistake)
 
 __all__ = ["check_denoising_error", "check_identity_masking_error", "check_masking_noise"]
 
@@ -27,6 +28,7 @@ def _test_images(n: int = 400, seed: int = 0) -> torch.Tensor:
     return 0.05 + 0.95 * torch.rand(n, 784, generator=gen)
 
 
+@checker
 def check_masking_noise(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> Feedback:
     """Check `fn(x, fraction) -> x~`, masking noise: each pixel set to 0 with probability `fraction`.
 
@@ -39,13 +41,7 @@ def check_masking_noise(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> Fe
     x = _test_images()
     for fraction in (0.1, 0.5, 0.8):
         original = x.clone()
-        try:
-            got = fn(x, fraction)
-        except Exception as err:  # the learner's code may fail in any way; report it
-            return Feedback(False, f"calling your function with fraction={fraction} raised "
-                                   f"{type(err).__name__}: {err}")
-        if not isinstance(got, torch.Tensor):
-            return Feedback(False, f"return a torch.Tensor, got {type(got).__name__}.")
+        got = call_learner(fn, x, fraction, when=f" with fraction={fraction}", copy=False)
         if not torch.equal(x, original):
             return Feedback(False, "your function changed its input in place; return a new tensor "
                                    "(e.g. x * mask) and leave x as it was: the clean x is the target.")
@@ -56,8 +52,9 @@ def check_masking_noise(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> Fe
                                    "a mask converted with .to(x.dtype), or use torch.where.")
         zero = got == 0
         kept = got == x
-        if not (zero | kept).all():
-            if ((got == 1) & ~kept).any():
+        changed = ~(zero | kept)
+        if changed.any():
+            if (got[changed] == 1).all():  # all set to 1 (not any: a noisy pixel can land on 1 by chance)
                 return Feedback(False, "some pixels were set to 1: masking noise only erases (sets to 0); "
                                        "that is salt-and-pepper noise.")
             return Feedback(False, "some pixels are neither kept nor 0: masking noise erases pixels, it "
@@ -79,11 +76,8 @@ def check_masking_noise(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> Fe
         if abs(measured - fraction) > 6 * se:
             return Feedback(False, f"with fraction={fraction} you erased {measured:.3f} of the pixels; "
                                    f"expected {fraction} +- {6 * se:.4f}.")
-    try:
-        again = fn(x, 0.5)
-        first = fn(x, 0.5)
-    except Exception as err:  # pragma: no cover - it worked above
-        return Feedback(False, f"calling your function again raised {type(err).__name__}: {err}")
+    again = call_learner(fn, x, 0.5, when=" again with fraction=0.5")
+    first = call_learner(fn, x, 0.5, when=" again with fraction=0.5")
     if torch.equal(again, first):
         return Feedback(False, "two calls returned the same mask; the noise must be fresh on every call "
                                "(do not re-seed a generator inside the function).")
@@ -91,6 +85,7 @@ def check_masking_noise(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> Fe
                           "per call, and nothing else changes.")
 
 
+@checker
 def check_denoising_error(value, x_clean: torch.Tensor, x_noisy: torch.Tensor, x_hat: torch.Tensor) -> Feedback:
     """Check the denoising error per image: ||x_hat - x_clean||^2 summed over pixels, shape (B,).
 
@@ -99,42 +94,27 @@ def check_denoising_error(value, x_clean: torch.Tensor, x_noisy: torch.Tensor, x
     images and taking a square root.
     """
     expected = ((x_hat - x_clean) ** 2).sum(dim=1).double()
-    if value is None:
-        return Feedback(False, "got None: compute a tensor of shape (B,), one squared error per image.")
-    try:
-        got = torch.as_tensor(value).detach().double()
-    except Exception as err:  # the learner's value may be anything
-        return Feedback(False, f"could not read your answer as a tensor ({type(err).__name__}: {err}).")
-    if got.numel() == 1:
-        scalar = got.item()
-        if math.isclose(scalar, expected.mean().item(), rel_tol=1e-4):
-            return Feedback(False, "that is the average over images; return one error per image, shape (B,) "
-                                   "(sum over pixels only: dim=1).")
-        return Feedback(False, f"you returned a single number; return one error per image, shape "
-                               f"{tuple(expected.shape)}.")
-    if got.shape == x_clean.shape:
-        return Feedback(False, "you returned one value per pixel, shape (B, D); sum over the pixels (dim=1).")
-    if got.shape != expected.shape:
-        return Feedback(False, f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}.")
-    close = lambda a, b: torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    got = as_vector(value, len(expected), "your answer", finite=False, mistakes=[
+        (mean_of(expected), "that is the average over images; return one error per image, shape (B,) (sum over "
+                            "pixels only: dim=1)."),
+        (x_clean.shape, "you returned one value per pixel, shape (B, D); sum over the pixels (dim=1)."),
+    ], none="got None: compute a tensor of shape (B,), one squared error per image.")
     if close(got, expected):
         return Feedback(True, f"mean {expected.mean().item():.3f} squared pixel units per image.")
-    to_noisy = ((x_hat - x_noisy) ** 2).sum(dim=1).double()
-    if close(got, to_noisy):
-        return Feedback(False, "you compared the reconstruction with the NOISY input; the denoising error "
-                               "is measured against the clean image x, which is what the model should recover.")
-    if close(got, ((x_noisy - x_clean) ** 2).sum(dim=1).double()):
-        return Feedback(False, "that is the error of the noisy input itself (x~ vs x); compare the "
-                               "reconstruction x_hat with the clean x.")
-    if close(got, expected / x_clean.shape[1]):
-        return Feedback(False, "you averaged over pixels (a mean); sum over the pixels of each image: the "
-                               f"values are {x_clean.shape[1]} times too small.")
-    if close(got, expected.sqrt()):
-        return Feedback(False, "that is the Euclidean distance; report its square (the squared error).")
-    worst = (got - expected).abs().max().item()
-    return Feedback(False, f"values differ from sum_d (x_hat_d - x_d)^2 by up to {worst:.4g}.")
+    name_mistake(got, [
+        (((x_hat - x_noisy) ** 2).sum(dim=1), "you compared the reconstruction with the NOISY input; the denoising "
+                                               "error is measured against the clean image x, which is what the model "
+                                               "should recover."),
+        (((x_noisy - x_clean) ** 2).sum(dim=1), "that is the error of the noisy input itself (x~ vs x); compare the "
+                                                 "reconstruction x_hat with the clean x."),
+        (expected / x_clean.shape[1], "you averaged over pixels (a mean); sum over the pixels of each image: the "
+                                      f"values are {x_clean.shape[1]} times too small."),
+        (expected.sqrt(), "that is the Euclidean distance; report its square (the squared error)."),
+    ])
+    return Feedback(False, f"values differ from sum_d (x_hat_d - x_d)^2 by up to {max_difference(got, expected):.4g}.")
 
 
+@checker
 def check_identity_masking_error(value, x_clean: torch.Tensor, fraction: float) -> Feedback:
     """Check E_q[ ||x~ - x||^2 ] averaged over images, for masking noise of the given fraction.
 
@@ -142,25 +122,20 @@ def check_identity_masking_error(value, x_clean: torch.Tensor, fraction: float) 
     the expected squared error of image x is fraction * sum_d x_d^2. x_clean: (B, D).
     """
     value = as_number(value, "the expected error")
-    if isinstance(value, Feedback):
-        return value
     sq = (x_clean.double() ** 2).sum(dim=1).mean().item()
     expected = fraction * sq
-    if math.isclose(value, expected, rel_tol=1e-3):
+    if close(value, expected, rtol=1e-3, atol=0):
         return Feedback(True, f"fraction * E||x||^2 = {expected:.3f} squared pixel units per image.")
-    if math.isclose(value, (1 - fraction) * sq, rel_tol=1e-3):
-        return Feedback(False, "you used the probability of KEEPING a pixel; only erased pixels cost "
-                               "anything, each with probability `fraction`.")
-    if math.isclose(value, fraction * x_clean.double().sum(dim=1).mean().item(), rel_tol=1e-3):
-        return Feedback(False, "an erased pixel costs (0 - x_d)^2 = x_d^2, not x_d (they agree only for "
-                               "binary pixels).")
-    if math.isclose(value, expected / x_clean.shape[1], rel_tol=1e-3):
-        return Feedback(False, "you averaged over pixels; sum over the pixels of an image, then average "
-                               "over images.")
-    if math.isclose(value, 0.0, abs_tol=1e-9):
+    name_mistake(value, [
+        ((1 - fraction) * sq, "you used the probability of KEEPING a pixel; only erased pixels cost anything, each "
+                              "with probability `fraction`."),
+        (fraction * x_clean.double().sum(dim=1).mean().item(), "an erased pixel costs (0 - x_d)^2 = x_d^2, not x_d "
+                                                               "(they agree only for binary pixels)."),
+        (expected / x_clean.shape[1], "you averaged over pixels; sum over the pixels of an image, then average "
+                                      "over images."),
+        (sq, "that is the error if every pixel were erased; each is erased only with probability `fraction`."),
+    ], rtol=1e-3, atol=0)
+    if close(value, 0.0, atol=1e-9):
         return Feedback(False, "zero is the identity's error under the PLAIN objective (target x~); here "
                                "the target is the clean x.")
-    if math.isclose(value, sq, rel_tol=1e-3):
-        return Feedback(False, "that is the error if every pixel were erased; each is erased only with "
-                               "probability `fraction`.")
     return Feedback(False, f"expected about {expected:.3f} squared pixel units per image, got {value:.4g}.")

@@ -9,7 +9,8 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from ..linear_gaussian import LinearGaussian
 from ..losses import gaussian_kl
-from .feedback import Feedback, as_number
+from .feedback import (Feedback, as_vector, call_learner, checker, close, max_difference, mean_of, name_mistake,
+                       prefixed)
 
 
 def _toy_problem() -> tuple[LinearGaussian, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -22,22 +23,7 @@ def _toy_problem() -> tuple[LinearGaussian, torch.Tensor, torch.Tensor, torch.Te
     return model, x, mu, log_var
 
 
-def _as_vector(value, batch: int, what: str) -> torch.Tensor | Feedback:
-    if value is None:
-        return Feedback(False, f"{what} is None: compute it and store it in the variable.")
-    try:
-        value = torch.as_tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        return Feedback(False, f"{what} should be a tensor, got {type(value).__name__}.")
-    if value.dim() == 0 or value.numel() == 1 and batch > 1:
-        return Feedback(False, f"{what} is a single number; return one value per image, shape ({batch},).")
-    if value.shape != (batch,):
-        return Feedback(False, f"{what} should have shape ({batch},), one value per image, got {tuple(value.shape)}.")
-    if not torch.isfinite(value).all():
-        return Feedback(False, f"{what} has non-finite entries.")
-    return value
-
-
+@checker
 def check_linear_gaussian_elbo(fn: Callable[..., torch.Tensor]) -> Feedback:
     r"""Check ``fn(model, x, mu, log_var) -> (B,)``, the closed-form ELBO of q = N(mu, diag(exp(log_var)))
     under a :class:`~ae_course.linear_gaussian.LinearGaussian` model, in nats (Kingma & Welling 2014, eq. 3).
@@ -47,22 +33,13 @@ def check_linear_gaussian_elbo(fn: Callable[..., torch.Tensor]) -> Feedback:
     Chapter 2, exercise "The ELBO of probabilistic PCA in closed form".
     """
     model, x, mu, log_var = _toy_problem()
-    try:
-        got = fn(model, x.clone(), mu.clone(), log_var.clone())
-        again = fn(model, x.clone(), mu.clone(), log_var.clone())
-    except Exception as err:  # the learner's code may fail in any way; report it
-        return Feedback(False, f"calling your function raised {type(err).__name__}: {err}")
-    if not isinstance(got, torch.Tensor):
-        return Feedback(False, f"return a torch.Tensor, got {type(got).__name__}.")
-    if got.shape == x.shape:
-        return Feedback(False, "you returned one value per pixel, shape (B, D); sum over the pixels (dim=1).")
-    if got.shape == mu.shape:
-        return Feedback(False, "you returned one value per latent dimension, shape (B, d); sum over dim=1.")
-    checked = _as_vector(got.detach(), len(x), "your ELBO")
-    if isinstance(checked, Feedback):
-        return checked
-    got = checked
-    if not torch.allclose(got, torch.as_tensor(again, dtype=torch.float64), atol=1e-10):
+    got = as_vector(call_learner(fn, model, x, mu, log_var), len(x), "your ELBO", mistakes=[
+        (x.shape, "you returned one value per pixel, shape (B, D); sum over the pixels (dim=1)."),
+        (mu.shape, "you returned one value per latent dimension, shape (B, d); sum over dim=1."),
+    ])
+    with prefixed("called a second time with the same inputs, "):
+        again = call_learner(fn, model, x, mu, log_var)
+    if not close(got, again, rtol=0, atol=1e-10):
         return Feedback(False, "two calls with the same inputs gave different values: that is a Monte Carlo "
                                "estimate. Compute E_q[log p(x|z)] exactly: E||x - Wz - b||^2 = ||x - W mu - b||^2 "
                                "+ sum_j exp(log_var_j) sum_i W_ij^2.")
@@ -73,12 +50,9 @@ def check_linear_gaussian_elbo(fn: Callable[..., torch.Tensor]) -> Feedback:
     kl = gaussian_kl(mu, log_var)
     const = 0.5 * dim * torch.log(2 * math.pi * var)
 
-    def close(a: torch.Tensor) -> bool:
-        return torch.allclose(got, a, rtol=1e-6, atol=1e-6)
-
-    if close(expected):
+    if close(got, expected, rtol=1e-6, atol=1e-6):
         return Feedback(True, "matches the closed-form ELBO E_q[log p(x|z)] - KL(q || p(z)).")
-    diagnoses = [
+    name_mistake(got, [
         (expected + spread / (2 * var), "you left out the variance of q: E||x - Wz - b||^2 = ||x - W mu - b||^2 + "
                                         "sum_j exp(log_var_j) sum_i W_ij^2, not just the first term."),
         (expected + (spread - (torch.exp(0.5 * log_var) * column_norms).sum(1)) / (2 * var),
@@ -90,14 +64,12 @@ def check_linear_gaussian_elbo(fn: Callable[..., torch.Tensor]) -> Feedback:
          "the normalizing constant uses sigma; it is -D/2 log(2 pi sigma^2), with the variance."),
         (model.log_marginal(x), "that is log p(x) itself, which does not depend on q; compute the ELBO of the given q."),
         (-expected, "the sign is flipped: return the ELBO, not the negative ELBO (the loss)."),
-    ]
-    for value, message in diagnoses:
-        if close(value):
-            return Feedback(False, message)
-    worst = (got - expected).abs().max().item()
+    ], rtol=1e-6, atol=1e-6)
+    worst = max_difference(got, expected)
     return Feedback(False, f"values differ from E_q[log p(x|z)] - KL(q || p(z)) by up to {worst:.4g} nats.")
 
 
+@checker
 def check_elbo_gap(gap, model: LinearGaussian, x: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor) -> Feedback:
     r"""Check ``gap`` = log p(x) - ELBO(q), (B,) in nats, for q = N(mu, diag(exp(log_var))) under ``model``.
 
@@ -105,23 +77,15 @@ def check_elbo_gap(gap, model: LinearGaussian, x: torch.Tensor, mu: torch.Tensor
     KL(p(z|x) || q), the KL to the prior, a flipped sign, the ELBO or log p(x) themselves. Chapter 2.
     """
     expected = (model.log_marginal(x) - model.elbo(x, mu, log_var)).double()
-    if gap is not None and torch.as_tensor(gap).numel() == 1 and len(x) > 1:
-        number = as_number(gap, "the gap")
-        if not isinstance(number, Feedback) and math.isclose(number, expected.mean().item(), rel_tol=1e-4):
-            return Feedback(False, f"that is the mean over the images; return the gap of each image, shape ({len(x)},).")
-    got = _as_vector(gap.detach() if isinstance(gap, torch.Tensor) else gap, len(x), "the gap")
-    if isinstance(got, Feedback):
-        return got
-
-    def close(a: torch.Tensor) -> bool:
-        return torch.allclose(got, a.double(), rtol=1e-4, atol=1e-4)
-
-    if close(expected):
+    got = as_vector(gap, len(x), "the gap", mistakes=[
+        (mean_of(expected), f"that is the mean over the images; return the gap of each image, shape ({len(x)},)."),
+    ])
+    if close(got, expected, rtol=1e-4, atol=1e-4):
         return Feedback(True, f"the gap is {expected.mean():.4f} nats per image (= KL(q || p(z|x))).")
     mean, covariance = model.posterior(x)
     q = MultivariateNormal(mu.double(), scale_tril=torch.diag_embed(torch.exp(0.5 * log_var.double())))
     reverse = kl_divergence(MultivariateNormal(mean, covariance_matrix=covariance), q)
-    diagnoses = [
+    name_mistake(got, [
         (reverse, "that is KL(p(z|x) || q), the KL in the wrong direction; the gap is KL(q || p(z|x)) = "
                   "E_q[log q - log p(z|x)]."),
         (gaussian_kl(mu, log_var), "that is KL(q || p(z)), the divergence from the *prior*, a term of the ELBO; "
@@ -129,14 +93,11 @@ def check_elbo_gap(gap, model: LinearGaussian, x: torch.Tensor, mu: torch.Tensor
         (-expected, "the sign is flipped: the gap log p(x) - ELBO is >= 0."),
         (model.elbo(x, mu, log_var), "that is the ELBO itself; subtract it from log p(x)."),
         (model.log_marginal(x), "that is log p(x) itself; subtract the ELBO of q from it."),
-    ]
-    for value, message in diagnoses:
-        if close(value):
-            return Feedback(False, message)
-    worst = (got - expected).abs().max().item()
-    return Feedback(False, f"values differ from log p(x) - ELBO by up to {worst:.4g} nats.")
+    ], rtol=1e-4, atol=1e-4)
+    return Feedback(False, f"values differ from log p(x) - ELBO by up to {max_difference(got, expected):.4g} nats.")
 
 
+@checker
 def check_k1_estimate(samples, model: LinearGaussian, x: torch.Tensor, mu: torch.Tensor,
                       log_var: torch.Tensor) -> Feedback:
     r"""Check that ``samples`` (R,), R >= 100 independent importance-sampled estimates with k = 1 for the single
@@ -146,16 +107,11 @@ def check_k1_estimate(samples, model: LinearGaussian, x: torch.Tensor, mu: torch
     """
     if x.dim() != 2 or len(x) != 1:
         raise ValueError(f"x must be one image of shape (1, D), got {tuple(x.shape)}")
-    if samples is None:
-        return Feedback(False, "samples is None: draw the estimates and store them in the variable.")
-    samples = torch.as_tensor(samples.detach() if isinstance(samples, torch.Tensor) else samples, dtype=torch.float64)
-    if samples.numel() == 1:
-        return Feedback(False, "that is a single number; pass all the single-sample estimates, shape (R,).")
-    samples = samples.flatten()
+    samples = as_vector(samples, None, "samples", per="estimate", flatten=True, mistakes=[
+        (lambda v: v.numel() == 1, "that is a single number; pass all the single-sample estimates, shape (R,)."),
+    ], none="samples is None: draw the estimates and store them in the variable.")
     if len(samples) < 100:
         return Feedback(False, f"only {len(samples)} estimates; draw at least 100 so the average is informative.")
-    if not torch.isfinite(samples).all():
-        return Feedback(False, "some estimates are not finite.")
     elbo = model.elbo(x, mu, log_var).item()
     log_px = model.log_marginal(x).item()
     mean, se = samples.mean().item(), samples.std().item() / math.sqrt(len(samples))

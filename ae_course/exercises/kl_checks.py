@@ -8,7 +8,8 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from ..losses import gaussian_kl
-from .feedback import Feedback, as_number, call_learner
+from .feedback import (Feedback, as_number, as_vector, call_learner, checker, close, max_difference, name_mistake,
+                       prefixed)
 
 
 def _inputs(seed: int = 0, batch: int = 6, dim: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,20 +17,18 @@ def _inputs(seed: int = 0, batch: int = 6, dim: int = 4) -> tuple[torch.Tensor, 
     return torch.randn(batch, dim, generator=gen, dtype=torch.float64), 4 * torch.rand(batch, dim, generator=gen, dtype=torch.float64) - 2
 
 
-def _shape_feedback(got: torch.Tensor, batch: int, dim: int) -> Feedback | None:
-    if got.shape == (batch, dim):
-        return Feedback(False, "you returned one value per latent dimension, shape (B, L); sum over the latent "
-                               "dimensions (dim=1): the KL of independent coordinates is the sum of their KLs.")
-    if got.shape == (dim,):
-        return Feedback(False, "you summed over the batch (dim=0); sum over the latent dimensions (dim=1) and "
-                               "return one value per example, shape (B,).")
-    if got.dim() == 0:
-        return Feedback(False, "you returned a single number; return one KL per example, shape (B,).")
-    if got.shape != (batch,):
-        return Feedback(False, f"expected shape ({batch},), got {tuple(got.shape)}.")
-    return None
+def _kl_vector(got: torch.Tensor, batch: int, dim: int) -> torch.Tensor:
+    """The learner's KLs as a float64 (B,) vector, or NotYet naming the wrong reduction."""
+    return as_vector(got, batch, "your result", per="example", finite=False, mistakes=[
+        ((batch, dim), "you returned one value per latent dimension, shape (B, L); sum over the latent dimensions "
+                       "(dim=1): the KL of independent coordinates is the sum of their KLs."),
+        ((dim,), "you summed over the batch (dim=0); sum over the latent dimensions (dim=1) and return one value "
+                 "per example, shape (B,)."),
+        ((), "you returned a single number; return one KL per example, shape (B,)."),
+    ])
 
 
+@checker
 def check_gaussian_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
     r"""Check ``fn(mu, log_var) -> (B,)``: KL(N(mu, diag(exp(log_var))) || N(0, I)) in nats,
     = 1/2 sum_j (mu_j^2 + exp(log_var_j) - log_var_j - 1) (Kingma & Welling 2014, App. B).
@@ -40,13 +39,7 @@ def check_gaussian_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
     """
     mu, log_var = _inputs()
     batch, dim = mu.shape
-    got = call_learner(fn, mu, log_var)
-    if isinstance(got, Feedback):
-        return got
-    shape = _shape_feedback(got, batch, dim)
-    if shape is not None:
-        return shape
-    got = got.double()
+    got = _kl_vector(call_learner(fn, mu, log_var), batch, dim)
     expected = gaussian_kl(mu, log_var)
     terms = lambda m, v, lv: 0.5 * (m ** 2 + v - lv - 1).sum(1)  # noqa: E731
     diagnoses = [
@@ -64,20 +57,15 @@ def check_gaussian_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
         (expected + 0.5 * dim, "the -1 inside the sum is missing (the KL must be 0 at mu = 0, log_var = 0)."),
         (expected - 0.5 * (mu ** 2).sum(1), "the mu^2 term is missing: moving the mean away from 0 must cost."),
     ]
-    if not torch.allclose(got, expected, rtol=1e-5, atol=1e-6):
-        for value, message in diagnoses:
-            if torch.allclose(got, value, rtol=1e-5, atol=1e-6):
-                return Feedback(False, message)
-        for value, message in diagnoses[1:]:  # the same mistakes, with the 1/2 missing as well
-            if torch.allclose(got, 2 * value, rtol=1e-5, atol=1e-6):
-                return Feedback(False, message + " And the factor 1/2 in front of the sum is missing.")
-        worst = (got - expected).abs().max().item()
-        return Feedback(False, f"values differ from 1/2 sum_j (mu_j^2 + exp(log_var_j) - log_var_j - 1) by up to "
-                               f"{worst:.4g} nats.")
-    mu_x = torch.zeros(2, 3)
-    log_var_x = torch.tensor([[-120.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
-    extreme = call_learner(fn, mu_x, log_var_x)
-    if isinstance(extreme, Feedback) or not torch.isfinite(extreme).all():
+    if not close(got, expected, rtol=1e-5, atol=1e-6):
+        name_mistake(got, diagnoses, rtol=1e-5, atol=1e-6)
+        name_mistake(got, [(2 * value, message + " And the factor 1/2 in front of the sum is missing.")
+                           for value, message in diagnoses[1:]], rtol=1e-5, atol=1e-6)
+        return Feedback(False, "values differ from 1/2 sum_j (mu_j^2 + exp(log_var_j) - log_var_j - 1) by up to "
+                               f"{max_difference(got, expected):.4g} nats.")
+    with prefixed("right for moderate inputs, but at log_var = -120 in float32: "):
+        extreme = call_learner(fn, torch.zeros(2, 3), torch.tensor([[-120.0, 0.0, 0.0], [10.0, 0.0, 0.0]]))
+    if not torch.isfinite(extreme).all():
         return Feedback(False, "right for moderate inputs, but not finite at log_var = -120 in float32: exp(-120) "
                                "underflows to 0 and log(0) = -inf. Use log_var itself for log sigma^2, never "
                                "log(exp(log_var)) or log(sigma**2).")
@@ -85,6 +73,7 @@ def check_gaussian_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
                           "extreme log-variances.")
 
 
+@checker
 def check_general_gaussian_kl(fn: Callable[..., torch.Tensor]) -> Feedback:
     r"""Check ``fn(mu1, log_var1, mu2, log_var2) -> (B,)``: KL(N(mu1, diag s1^2) || N(mu2, diag s2^2)) in nats,
     = sum_j [ log(s2_j / s1_j) + (s1_j^2 + (mu1_j - mu2_j)^2) / (2 s2_j^2) - 1/2 ], against
@@ -95,23 +84,17 @@ def check_general_gaussian_kl(fn: Callable[..., torch.Tensor]) -> Feedback:
     mu1, log_var1 = _inputs(1)
     mu2, log_var2 = _inputs(2)
     batch, dim = mu1.shape
-    got = call_learner(fn, mu1, log_var1, mu2, log_var2)
-    if isinstance(got, Feedback):
-        return got
-    shape = _shape_feedback(got, batch, dim)
-    if shape is not None:
-        return shape
-    got = got.double()
+    got = _kl_vector(call_learner(fn, mu1, log_var1, mu2, log_var2), batch, dim)
 
     def kl(m1, lv1, m2, lv2):
         return kl_divergence(Normal(m1, torch.exp(0.5 * lv1)), Normal(m2, torch.exp(0.5 * lv2))).sum(1)
 
     expected = kl(mu1, log_var1, mu2, log_var2)
+    if close(got, expected, rtol=1e-5, atol=1e-6):
+        return Feedback(True, "matches torch.distributions.kl_divergence summed over dimensions.")
     v1, v2 = log_var1.exp(), log_var2.exp()
     log_ratio = 0.5 * (log_var2 - log_var1)
-    if torch.allclose(got, expected, rtol=1e-5, atol=1e-6):
-        return Feedback(True, "matches torch.distributions.kl_divergence summed over dimensions.")
-    diagnoses = [
+    name_mistake(got, [
         (kl(mu2, log_var2, mu1, log_var1), "that is KL(N2 || N1), the reverse direction: the expectation is under "
                                            "the first distribution, q = N(mu1, s1^2)."),
         (2 * expected, "the values are twice too large: a factor 1/2 is missing."),
@@ -121,12 +104,9 @@ def check_general_gaussian_kl(fn: Callable[..., torch.Tensor]) -> Feedback:
          "you used standard deviations where the formula has variances: (s1^2 + (mu1 - mu2)^2) / (2 s2^2)."),
         (-expected, "the sign is flipped: a KL divergence is >= 0."),
         (expected / dim, "you averaged over the latent dimensions; sum over them."),
-    ]
-    for value, message in diagnoses:
-        if torch.allclose(got, value, rtol=1e-5, atol=1e-6):
-            return Feedback(False, message)
-    worst = (got - expected).abs().max().item()
-    return Feedback(False, f"values differ from torch.distributions.kl_divergence by up to {worst:.4g} nats. "
+    ], rtol=1e-5, atol=1e-6)
+    return Feedback(False, f"values differ from torch.distributions.kl_divergence by up to "
+                           f"{max_difference(got, expected):.4g} nats. "
                            "Start from E_q[log q(z) - log p(z)] with q = N(mu1, s1^2), p = N(mu2, s2^2).")
 
 
@@ -140,6 +120,7 @@ def mc_kl_standard_deviation(mu: torch.Tensor, log_var: torch.Tensor) -> float:
     return math.sqrt((mu.double() ** 2 * var + (var - 1) ** 2 / 2).sum().item())
 
 
+@checker
 def check_mc_kl(estimate, standard_error, mu: torch.Tensor, log_var: torch.Tensor, n_samples: int) -> Feedback:
     r"""Check a Monte Carlo estimate of KL(N(mu, diag(exp(log_var))) || N(0, I)) from ``n_samples`` draws, and its
     standard error (the sample standard deviation of log q(z) - log p(z) divided by sqrt(n_samples)).
@@ -150,11 +131,7 @@ def check_mc_kl(estimate, standard_error, mu: torch.Tensor, log_var: torch.Tenso
     standard deviation, a flipped sign. Chapter 3.
     """
     estimate = as_number(estimate, "the estimate")
-    if isinstance(estimate, Feedback):
-        return estimate
     standard_error = as_number(standard_error, "the standard error")
-    if isinstance(standard_error, Feedback):
-        return standard_error
     exact = gaussian_kl(mu.double()[None], log_var.double()[None]).item()
     sd = mc_kl_standard_deviation(mu, log_var)
     n = int(n_samples)

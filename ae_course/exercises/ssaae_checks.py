@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .feedback import Feedback, as_number
+from .feedback import (Feedback, NotYet, as_number, as_vector, call_learner, checker, close, name_fraction_mistake,
+                       name_mistake, unrefused)
 
 __all__ = ["check_error_rate", "check_class_discriminator", "optimal_class_discriminator",
            "check_choose_labelled"]
@@ -25,6 +26,7 @@ __all__ = ["check_error_rate", "check_class_discriminator", "optimal_class_discr
 # ------------------------------------------------------------------------------------ the error rate
 
 
+@checker
 def check_error_rate(answer, y_logits: torch.Tensor, labels: torch.Tensor) -> Feedback:
     """Check `answer`: the fraction (in [0, 1]) of examples whose predicted class argmax_k y_logits[n, k]
     differs from labels[n].
@@ -35,8 +37,6 @@ def check_error_rate(answer, y_logits: torch.Tensor, labels: torch.Tensor) -> Fe
     dimension (dim 0, the examples).
     """
     value = as_number(answer, "the error rate")
-    if isinstance(value, Feedback):
-        return value
     y_logits, labels = torch.as_tensor(y_logits), torch.as_tensor(labels).flatten()
     if y_logits.dim() != 2 or y_logits.shape[0] != len(labels):
         return Feedback(False, f"y_logits should be (N, K) with N = {len(labels)} labels, got "
@@ -45,26 +45,21 @@ def check_error_rate(answer, y_logits: torch.Tensor, labels: torch.Tensor) -> Fe
     wrong = y_logits.argmax(dim=1) != labels
     right = wrong.double().mean().item()
     tol = 0.5 / n
-    if abs(value - right) <= tol:
+    if close(value, right, rtol=0, atol=tol):
         return Feedback(True, f"{right:.4f} of the {n} examples are misclassified ({100 * right:.2f} %).")
-    if abs(value - 100 * right) <= 100 * tol:
-        return Feedback(False, "that is a percentage; give the fraction, between 0 and 1 (the chapter prints "
-                               "percentages only in its tables).")
-    if abs(value - (1 - right)) <= tol:
-        return Feedback(False, "that is the accuracy, the fraction classified *correctly*; the error rate is "
-                               "1 minus it: (predictions != labels).float().mean().")
-    if abs(value - wrong.sum().item()) <= 0.5:
-        return Feedback(False, f"that is the number of misclassified examples; divide by the number of "
-                               f"examples, {n}.")
+    name_fraction_mistake(value, right, n, count="misclassified examples", items="examples",
+                          note=" (the chapter prints percentages only in its tables)", complement=(
+                              "that is the accuracy, the fraction classified *correctly*; the error rate is 1 minus "
+                              "it: (predictions != labels).float().mean()."))
     classes = labels.unique()
     balanced = torch.stack([wrong[labels == k].double().mean() for k in classes]).mean().item()
-    if abs(value - balanced) <= tol and abs(balanced - right) > tol:
+    if close(value, balanced, rtol=0, atol=tol) and not close(balanced, right, rtol=0, atol=tol):
         return Feedback(False, "that is the *balanced* error rate, the mean over classes of each class's "
                                "error; the error rate the papers report is the plain fraction of test "
                                "examples misclassified (the two differ when the classes have different sizes).")
     if y_logits.shape[1] > 1 and n > 1:
         along_0 = y_logits.argmax(dim=0)           # (K,) indices of examples: a classic slip
-        if len(along_0) <= n and abs(value - (along_0 != labels[:len(along_0)]).double().mean().item()) <= tol:
+        if len(along_0) <= n and close(value, (along_0 != labels[:len(along_0)]).double().mean().item(), 0, tol):
             return Feedback(False, "you took the argmax over dim 0 (over the examples); the predicted class of "
                                    "example n is the argmax of row n: y_logits.argmax(dim=1).")
     if not 0 <= value <= 1:
@@ -92,6 +87,7 @@ def optimal_class_discriminator(pi) -> torch.Tensor:
     return prior / (prior + pi)
 
 
+@checker
 def check_class_discriminator(answer, pi) -> Feedback:
     r"""Check `answer`: the K values D*(e_k) of the optimal y-discriminator at the K vertices e_k, when
     the prior puts 1/K on each vertex and the (one-hot) codes put pi_k on vertex k.
@@ -102,36 +98,27 @@ def check_class_discriminator(answer, pi) -> Feedback:
     """
     pi = torch.as_tensor(pi, dtype=torch.float64).flatten()
     expected = optimal_class_discriminator(pi)
-    if answer is None:
-        return Feedback(False, "answer is None: give a tensor of K values, D*(e_k) for k = 0..K-1.")
-    try:
-        got = torch.as_tensor(answer.detach() if isinstance(answer, torch.Tensor) else answer,
-                              dtype=torch.float64).flatten()
-    except (TypeError, ValueError, RuntimeError):
-        return Feedback(False, f"give K = {len(pi)} numbers (a tensor or a list), got {type(answer).__name__}.")
-    if got.numel() == 1 and len(pi) > 1:
-        return Feedback(False, f"give one value per vertex, K = {len(pi)} numbers, not a single number: the "
-                               "discriminator's output depends on which vertex e_k it sees.")
-    if got.shape != expected.shape:
-        return Feedback(False, f"expected K = {len(pi)} values, one per class, got {got.numel()}.")
-    close = lambda a, b: torch.allclose(a, b, rtol=1e-3, atol=1e-4)   # equal infinities count as close
-    if close(got, expected):
+    got = as_vector(answer, len(pi), "answer", per="vertex", flatten=True, finite=False, mistakes=[
+        (lambda v: v.numel() == 1, f"give one value per vertex, K = {len(pi)} numbers, not a single number: the "
+                                   "discriminator's output depends on which vertex e_k it sees."),
+    ], none="answer is None: give a tensor of K values, D*(e_k) for k = 0..K-1.",
+        not_numbers=f"give K = {len(pi)} numbers (a tensor or a list)",
+        wrong_length=f"expected K = {len(pi)} values, one per class")
+    if close(got, expected, rtol=1e-3, atol=1e-4):  # equal infinities count as close
         return Feedback(True, "D*(e_k) = (1/K) / (1/K + pi_k): below 1/2 on the classes the encoder "
                               "over-uses, above 1/2 on those it under-uses, 1/2 only when pi_k = 1/K.")
     prior = 1.0 / len(pi)
-    if close(got, pi / (pi + prior)):
-        return Feedback(False, "the labels are swapped: pi_k / (pi_k + 1/K) is the probability that the "
-                               "vertex came from the *encoder*. D is the probability of the *prior* "
-                               "(label 1): p / (p + q).")
-    if close(got, prior / pi):                       # inf where pi_k = 0, matched by an inf answer
-        return Feedback(False, "that is the probability ratio p / q; the discriminator outputs the "
-                               "probability p / (p + q), which lies in [0, 1].")
-    if close(got, torch.log(prior / pi)):
-        return Feedback(False, "that is the optimal *logit* log p - log q; apply the sigmoid to get D*.")
+    name_mistake(got, [
+        (pi / (pi + prior), "the labels are swapped: pi_k / (pi_k + 1/K) is the probability that the vertex came "
+                            "from the *encoder*. D is the probability of the *prior* (label 1): p / (p + q)."),
+        (prior / pi, "that is the probability ratio p / q; the discriminator outputs the probability p / (p + q), "
+                     "which lies in [0, 1]."),                # inf where pi_k = 0, matched by an inf answer
+        (torch.log(prior / pi), "that is the optimal *logit* log p - log q; apply the sigmoid to get D*."),
+    ], rtol=1e-3, atol=1e-4)
     if not torch.isfinite(got).all():
         return Feedback(False, "some values are not finite; every vertex has prior probability 1/K > 0, so "
                                "D*(e_k) is a probability in (0, 1].")
-    if close(got, torch.full_like(pi, 0.5)):
+    if close(got, torch.full_like(pi, 0.5), rtol=1e-3, atol=1e-4):
         return Feedback(False, "1/2 everywhere is the discriminator at the equilibrium, when the codes already "
                                "use each class with frequency 1/K; here they do not (pi is not uniform).")
     if ((got < 0) | (got > 1)).any():
@@ -143,27 +130,25 @@ def check_class_discriminator(answer, pi) -> Feedback:
 # ------------------------------------------------------------------------------------ the labelled subset
 
 
-def _as_index_array(got, n_rows: int) -> np.ndarray | Feedback:
-    """The learner's result as a 1-D int64 numpy array of row indices, or a Feedback saying why not."""
-    if isinstance(got, torch.Tensor):
-        if got.dtype == torch.bool:
-            return Feedback(False, "you returned a boolean mask; return the row *indices* (e.g. "
-                                   "torch.nonzero(mask).flatten()), so that x[indices] picks the examples.")
-        if got.is_floating_point():
-            return Feedback(False, f"the indices have dtype {got.dtype}; indices must be integers (int64).")
-        got = got.detach().cpu().numpy()
-    elif isinstance(got, (list, tuple, np.ndarray)):
-        got = np.asarray(got)
-        if got.dtype == bool:
-            return Feedback(False, "you returned a boolean mask; return the row *indices*.")
-        if not np.issubdtype(got.dtype, np.integer):
-            return Feedback(False, f"the indices have dtype {got.dtype}; indices must be integers.")
-    else:
-        return Feedback(False, f"return a 1-D tensor of row indices, got {type(got).__name__}.")
-    if got.ndim != 1:
-        return Feedback(False, f"return a 1-D tensor of row indices, got shape {got.shape}.")
+def _as_index_array(result, n_rows: int) -> np.ndarray:
+    """The learner's result as a 1-D int64 numpy array of row indices, or NotYet saying why it is not one."""
+    if isinstance(result, torch.Tensor) and result.is_floating_point():
+        raise NotYet(f"the indices have dtype {result.dtype}; indices must be integers (int64).")
+    got = result.detach().cpu().numpy() if isinstance(result, torch.Tensor) else result
+    try:
+        got = np.asarray(got) if isinstance(got, (list, tuple, np.ndarray)) else None
+    except ValueError:  # a ragged list
+        got = None
+    if got is None or got.ndim != 1:
+        raise NotYet("return a 1-D tensor of row indices, got "
+                     + (f"shape {got.shape}." if got is not None else f"{type(result).__name__}."))
+    if got.dtype == bool:
+        raise NotYet("you returned a boolean mask; return the row *indices* (e.g. torch.nonzero(mask).flatten()), "
+                     "so that x[indices] picks the examples.")
+    if not np.issubdtype(got.dtype, np.integer):
+        raise NotYet(f"the indices have dtype {got.dtype}; indices must be integers.")
     if len(got) and (got.min() < 0 or got.max() >= n_rows):
-        return Feedback(False, f"some indices lie outside 0..{n_rows - 1}: return row numbers of `labels`.")
+        raise NotYet(f"some indices lie outside 0..{n_rows - 1}: return row numbers of `labels`.")
     return got.astype(np.int64)
 
 
@@ -174,6 +159,7 @@ def _labels_for_checking(seed: int = 0) -> torch.Tensor:
     return labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))]
 
 
+@checker
 def check_choose_labelled(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> Feedback:
     """Check `fn(labels, per_class, seed) -> indices`: a class-balanced random choice of labelled examples.
 
@@ -189,14 +175,13 @@ def check_choose_labelled(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) 
     labels = _labels_for_checking()
     n_classes, per_class = int(labels.max()) + 1, 12
     n_rows = len(labels)
-    try:
-        got = fn(labels.clone(), per_class, 0)
-    except Exception as err:  # the learner's code may fail in any way; report it
-        return Feedback(False, f"calling fn(labels, per_class={per_class}, seed=0) on valid inputs raised "
-                               f"{type(err).__name__}: {err}")
-    got = _as_index_array(got, n_rows)
-    if isinstance(got, Feedback):
-        return got
+
+    def choose(seed: int, when: str) -> np.ndarray:
+        return _as_index_array(call_learner(fn, labels, per_class, seed, call=f"fn(labels, per_class={per_class}, "
+                                            f"seed={seed})", when=when, returns=None,
+                                            expect="a 1-D tensor of row indices"), n_rows)
+
+    got = choose(0, " on valid inputs")
     expected_n = per_class * n_classes
     if len(got) == expected_n and got.max(initial=0) < n_classes:
         return Feedback(False, "these look like class labels, not row indices: return the indices of the "
@@ -218,14 +203,7 @@ def check_choose_labelled(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) 
         return Feedback(False, "you took the first per_class rows of each class: not a random choice, and "
                                "biased by whatever order the file has (e.g. by writer). Permute each class's "
                                "rows with a generator seeded by `seed` first.")
-    try:
-        again = _as_index_array(fn(labels.clone(), per_class, 0), n_rows)
-        other = _as_index_array(fn(labels.clone(), per_class, 1), n_rows)
-    except Exception as err:
-        return Feedback(False, f"a second call raised {type(err).__name__}: {err}")
-    for result in (again, other):
-        if isinstance(result, Feedback):
-            return result
+    again, other = choose(0, " a second time"), choose(1, "")
     if set(again.tolist()) != set(got.tolist()):
         return Feedback(False, "two calls with the same seed chose different rows: the choice is not "
                                "reproducible. Use a torch.Generator seeded with `seed` (torch.Generator()"
@@ -233,18 +211,9 @@ def check_choose_labelled(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) 
     if set(other.tolist()) == set(got.tolist()):
         return Feedback(False, "seeds 0 and 1 chose the same rows: the seed is ignored. Seed the generator "
                                "with `seed`.")
-    problems = []
     smallest = int(np.bincount(labels.numpy()).min())
-    for what, bad in [(f"per_class = {smallest + 1}, more than the smallest class has ({smallest})", smallest + 1),
-                      ("per_class = 0", 0)]:
-        try:
-            fn(labels.clone(), bad, 0)
-        except ValueError:
-            continue
-        except Exception as err:
-            problems.append(f"{what} raised {type(err).__name__} instead of ValueError")
-            continue
-        problems.append(f"{what} returned without an error")
+    problems = unrefused(fn, [(f"per_class = {smallest + 1}, more than the smallest class has ({smallest})",
+                               (labels, smallest + 1, 0)), ("per_class = 0", (labels, 0, 0))])
     if problems:
         return Feedback(False, "the choice is right, but impossible requests must raise ValueError: "
                                + "; ".join(problems) + ". (randperm(n)[:per_class] silently returns fewer "

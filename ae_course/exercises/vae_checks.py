@@ -11,6 +11,7 @@ Each checker returns a :class:`~ae_course.exercises.feedback.Feedback` and never
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -18,30 +19,32 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import gaussian_kl
-from .feedback import Feedback, as_number
+from .feedback import (Feedback, as_number, as_vector, call_learner, checker, close, max_difference, name_mistake,
+                       prefixed)
 
 __all__ = ["check_active_units", "check_log_likelihood_bound", "check_negative_elbo"]
 
 
-def _call(fn, *args) -> torch.Tensor | Feedback:
-    """fn(*args) as a float64 tensor, or a Feedback saying why it could not be used."""
-    try:
-        got = fn(*(a.clone() for a in args))
-    except Exception as err:  # the learner's code may fail in any way; report it
-        message = f"calling your function raised {type(err).__name__}: {err}"
-        if "between 0 and 1" in str(err) or "0 <= input" in str(err) or "input values" in str(err):
-            message += (" F.binary_cross_entropy expects probabilities in [0, 1], but the decoder returns logits:"
-                        " use F.binary_cross_entropy_with_logits(logits, x, reduction='none').")
-        return Feedback(False, message)
-    if not isinstance(got, torch.Tensor):
-        return Feedback(False, f"return a torch.Tensor, got {type(got).__name__}.")
-    return got.detach().double()
+def _bce_hint(err: Exception) -> str:
+    if "between 0 and 1" in str(err) or "0 <= input" in str(err) or "input values" in str(err):
+        return (" F.binary_cross_entropy expects probabilities in [0, 1], but the decoder returns logits:"
+                " use F.binary_cross_entropy_with_logits(logits, x, reduction='none').")
+    return ""
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-3) -> bool:
-    return a.shape == b.shape and bool(torch.allclose(a, b.double(), rtol=rtol, atol=atol))
+def _losses(fn, x, logits, mu, log_var) -> torch.Tensor:
+    """fn(x, logits, mu, log_var) as a float64 (B,) vector of losses, or NotYet saying why it is not one."""
+    return as_vector(call_learner(fn, x, logits, mu, log_var, hint=_bce_hint), len(x), "your result", finite=False,
+                     mistakes=[((), "you returned a single number for the whole batch; return one loss per image, "
+                                    "shape (B,) (the training loop takes the mean over the batch)."),
+                               (x.shape, "you returned one value per pixel, shape (B, 784); sum the reconstruction "
+                                         "term over the pixels (dim=1) and add the KL of each image.")])
 
 
+_close = functools.partial(close, rtol=1e-4, atol=1e-3)
+
+
+@checker
 def check_negative_elbo(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
     r"""Check `fn(x, logits, mu, log_var) -> (B,)`, the negative ELBO of each image in nats.
 
@@ -66,54 +69,40 @@ def check_negative_elbo(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, 
     recon = bce.sum(dim=1)
     kl = gaussian_kl(mu, log_var).double()
 
-    got = _call(fn, x, logits, mu, log_var)
-    if isinstance(got, Feedback):
-        return got
-    if got.dim() == 0:
-        return Feedback(False, "you returned a single number for the whole batch; return one loss per image, "
-                               "shape (B,) (the training loop takes the mean over the batch).")
-    if got.shape == x.shape:
-        return Feedback(False, "you returned one value per pixel, shape (B, 784); sum the reconstruction term "
-                               "over the pixels (dim=1) and add the KL of each image.")
-    if got.shape != (batch,):
-        return Feedback(False, f"expected shape ({batch},), one loss per image, got {tuple(got.shape)}.")
+    got = _losses(fn, x, logits, mu, log_var)
     if _close(got, recon + kl):
         return _check_extreme_logits(fn)
     if _close(got, -(recon + kl)):
         return Feedback(False, "the sign is flipped: that is the ELBO. The loss to minimize is its negative, "
                                "-log p(x|z) + KL, which is positive.")
 
-    at_prior = _call(fn, x, logits, zeros, zeros)
-    if isinstance(at_prior, Feedback):
-        return at_prior
-    if at_prior.shape != (batch,):
-        return Feedback(False, f"with mu = log_var = 0 your function returned shape {tuple(at_prior.shape)}, expected ({batch},).")
+    with prefixed("with mu = log_var = 0: "):
+        at_prior = _losses(fn, x, logits, zeros, zeros)
     probs = torch.sigmoid(logits)
-    reconstruction_diagnoses = [
-        (bce.mean(dim=1), "the reconstruction term is averaged over the 784 pixels (a mean) instead of summed: "
-                          "-log p(x|z) of an image is the SUM over its pixels. With the summed KL this makes the "
-                          "KL 784 times too strong (posterior collapse)."),
-        (F.binary_cross_entropy_with_logits(probs, x, reduction="none").sum(dim=1),
-         "you applied the sigmoid twice: binary_cross_entropy_with_logits expects the logits themselves, "
-         "not sigmoid(logits)."),
-        (((x - probs) ** 2).sum(dim=1), "that is a squared error: the model has a Bernoulli decoder, so "
-                                        "the reconstruction term is the binary cross-entropy summed over pixels."),
-        (0.5 * ((x - probs) ** 2).sum(dim=1), "that is half a squared error (a Gaussian decoder with sigma = 1): "
-                                              "the model has a Bernoulli decoder, so use the binary cross-entropy."),
-        (bce.sum(dim=1).mean().expand(batch), "the reconstruction term is averaged over the batch; keep one value per image."),
-    ]
     if not _close(at_prior, recon):
-        for wrong, message in reconstruction_diagnoses:
-            if _close(at_prior, wrong):
-                return Feedback(False, message)
+        name_mistake(at_prior, [
+            (bce.mean(dim=1), "the reconstruction term is averaged over the 784 pixels (a mean) instead of summed: "
+                              "-log p(x|z) of an image is the SUM over its pixels. With the summed KL this makes the "
+                              "KL 784 times too strong (posterior collapse)."),
+            (F.binary_cross_entropy_with_logits(probs, x, reduction="none").sum(dim=1),
+             "you applied the sigmoid twice: binary_cross_entropy_with_logits expects the logits themselves, "
+             "not sigmoid(logits)."),
+            (((x - probs) ** 2).sum(dim=1), "that is a squared error: the model has a Bernoulli decoder, so "
+                                            "the reconstruction term is the binary cross-entropy summed over pixels."),
+            (0.5 * ((x - probs) ** 2).sum(dim=1), "that is half a squared error (a Gaussian decoder with sigma = 1): "
+                                                  "the model has a Bernoulli decoder, so use the binary "
+                                                  "cross-entropy."),
+            (bce.sum(dim=1).mean().expand(batch), "the reconstruction term is averaged over the batch; keep one value "
+                                                  "per image."),
+        ], rtol=1e-4, atol=1e-3)
         return Feedback(False, "with mu = 0 and log_var = 0 the KL is 0, so your function should return the "
                                "reconstruction term alone, sum_d BCE(x_d, logits_d); it differs by up to "
-                               f"{(at_prior - recon).abs().max().item():.4g} nats.")
+                               f"{max_difference(at_prior, recon):.4g} nats.")
 
     kl_part = got - at_prior
     kl_per_dim = 0.5 * (mu**2 + log_var.exp() - log_var - 1).double()
     as_log_sigma = 0.5 * (mu**2 + (2 * log_var).exp() - 2 * log_var - 1).double().sum(dim=1)
-    kl_diagnoses = [
+    name_mistake(kl_part, [
         (torch.zeros_like(kl), "the KL term is missing: without it the model is a (noisy) autoencoder and "
                                "nothing pulls q(z|x) towards the prior N(0, I)."),
         (-kl, "the KL enters with the wrong sign: the loss is -log p(x|z) + KL, and the KL is >= 0. "
@@ -125,22 +114,18 @@ def check_negative_elbo(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, 
         (as_log_sigma, "your KL treats log_var as log sigma; log_var is log sigma^2, so sigma^2 = exp(log_var)."),
         (kl_per_dim.sum(dim=1).mean().expand(batch), "the KL is averaged over the batch; keep one value per image."),
         (kl / pixels, "the KL is divided by 784; with the reconstruction term summed over pixels, keep the KL summed too."),
-    ]
-    for wrong, message in kl_diagnoses:
-        if _close(kl_part, wrong):
-            return Feedback(False, message)
+    ], rtol=1e-4, atol=1e-3)
     return Feedback(False, "the reconstruction term is right, but the KL term differs from "
                            "1/2 sum_j (mu_j^2 + exp(log_var_j) - log_var_j - 1) by up to "
-                           f"{(kl_part - kl).abs().max().item():.4g} nats.")
+                           f"{max_difference(kl_part, kl):.4g} nats.")
 
 
 def _check_extreme_logits(fn) -> Feedback:
     x = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
     logits = torch.tensor([[-150.0, 150.0, 150.0, -150.0]])
     zeros = torch.zeros(1, 2)
-    got = _call(fn, x, logits, zeros, zeros)
-    if isinstance(got, Feedback):
-        return got
+    with prefixed("right for moderate logits, but at logits of +-150: "):
+        got = call_learner(fn, x, logits, zeros, zeros, hint=_bce_hint).double()
     if got.numel() != 1 or not torch.isfinite(got).all():
         return Feedback(False, "right for moderate logits, but not finite at logits of +-150: compute the "
                                "cross-entropy from the logits (softplus or binary_cross_entropy_with_logits).")
@@ -155,6 +140,7 @@ def _check_extreme_logits(fn) -> Feedback:
                           "stable at extreme logits.")
 
 
+@checker
 def check_active_units(value, mu: torch.Tensor, threshold: float = 0.01) -> Feedback:
     """Check the number of active units of posterior means `mu` (N, L): #{u : Var_n(mu[n, u]) > threshold}.
 
@@ -164,8 +150,6 @@ def check_active_units(value, mu: torch.Tensor, threshold: float = 0.01) -> Feed
     Raises ValueError if `mu` itself is not (N, L) with N >= 2 (a wrong call, not a wrong answer).
     """
     number = as_number(value, "the number of active units")
-    if isinstance(number, Feedback):
-        return number
     mu = torch.as_tensor(mu).detach().double()
     if mu.dim() != 2 or len(mu) < 2:
         raise ValueError(f"mu must be (N, L) with N >= 2, got {tuple(mu.shape)}")  # the chapter's bug, not the learner's
@@ -195,6 +179,7 @@ def check_active_units(value, mu: torch.Tensor, threshold: float = 0.01) -> Feed
                            f"Var_n(mu[n, u]) > {threshold}, the variance taken over the images (dim=0).")
 
 
+@checker
 def check_log_likelihood_bound(fn: Callable[[torch.Tensor], torch.Tensor]) -> Feedback:
     r"""Check `fn(log_w) -> (B,)` with log_w (k, B): L_k = log (1/k) sum_i exp(log_w[i]) per column.
 
@@ -210,35 +195,27 @@ def check_log_likelihood_bound(fn: Callable[[torch.Tensor], torch.Tensor]) -> Fe
     for log_w, what in cases:
         wd = log_w.double()
         expected = torch.logsumexp(wd, dim=0) - math.log(k)
-        got = _call(fn, log_w)
-        if isinstance(got, Feedback):
-            return got
-        if got.shape == (k,):
-            return Feedback(False, "you reduced over the images (dim=1); the k samples are the rows, dim=0: "
-                                   "return one value per image, shape (B,).")
-        if got.dim() == 0:
-            return Feedback(False, "you returned a single number; return one value per image, shape (B,).")
-        if got.shape != (batch,):
-            return Feedback(False, f"expected shape ({batch},) for log_w of shape ({k}, {batch}), got {tuple(got.shape)}.")
+        got = as_vector(call_learner(fn, log_w), batch, "your result", finite=False, mistakes=[
+            ((k,), "you reduced over the images (dim=1); the k samples are the rows, dim=0: return one value per "
+                   "image, shape (B,)."),
+        ])
         if _close(got, expected, rtol=1e-6, atol=1e-3):
             continue
         if not torch.isfinite(got).all():
             return Feedback(False, f"with {what} your result is not finite: exp(log_w) underflows to 0 and log(0) = "
                                    "-inf. Use torch.logsumexp(log_w, dim=0), which subtracts the largest log-weight first.")
-        if _close(got, wd.mean(dim=0), rtol=1e-6):
-            return Feedback(False, "that is the mean of the log-weights: the average of k single-sample ELBOs, a looser "
-                                   "bound. L_k is the log of the MEAN WEIGHT: logsumexp(log_w, dim=0) - log k.")
-        if _close(got, expected + math.log(k), rtol=1e-6):
-            return Feedback(False, "you forgot to divide by k: subtract log k from the log-sum-exp.")
-        if _close(got, wd.max(dim=0).values, rtol=1e-6):
-            return Feedback(False, "that is the largest log-weight alone; L_k averages all k weights: "
-                                   "logsumexp(log_w, dim=0) - log k.")
+        name_mistake(got, [
+            (wd.mean(dim=0), "that is the mean of the log-weights: the average of k single-sample ELBOs, a looser "
+                             "bound. L_k is the log of the MEAN WEIGHT: logsumexp(log_w, dim=0) - log k."),
+            (expected + math.log(k), "you forgot to divide by k: subtract log k from the log-sum-exp."),
+            (wd.max(dim=0).values, "that is the largest log-weight alone; L_k averages all k weights: "
+                                   "logsumexp(log_w, dim=0) - log k."),
+        ], rtol=1e-6, atol=1e-3)
         return Feedback(False, f"with {what} the values differ from logsumexp(log_w, dim=0) - log k by up to "
-                               f"{(got - expected).abs().max().item():.4g} nats.")
+                               f"{max_difference(got, expected):.4g} nats.")
     single = torch.tensor([[-90.0, -110.0, -130.0]])
-    got = _call(fn, single)
-    if isinstance(got, Feedback):
-        return got
+    with prefixed("with k = 1: "):
+        got = call_learner(fn, single)
     if not _close(got, single[0], rtol=1e-6):
         return Feedback(False, f"with k = 1 the bound is the single log-weight itself, {single[0].tolist()}; got {got.tolist()}.")
     return Feedback(True, "logsumexp over the samples minus log k, stable when every weight underflows.")
