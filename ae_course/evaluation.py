@@ -162,12 +162,16 @@ def posterior_mean_variance(model, x: torch.Tensor, batch_size: int = 1000) -> t
     r"""Per-dimension activity A_u = Cov_x( E_{q(z|x)}[z_u] ) = Var_x(mu_u(x)), (L,) (Burda et al. 2016, §5.2).
 
     The variance over the rows of x (population variance, divisor N) of each coordinate of the encoder mean.
-    x: (N, D) on the model's device. Raises ValueError if x is not a non-empty finite (N, D) tensor or batch_size < 1.
+    x: (N, D) on the model's device. Raises ValueError if x is not a non-empty finite (N, D) tensor, batch_size < 1,
+    or the encoder returns NaN or infinite means.
     """
     _check_x(x)
     _check_positive(batch_size=batch_size)
     with _evaluating(model):
         mu = torch.cat([model.encode(x[start:start + batch_size])[0] for start in range(0, len(x), batch_size)])
+    if not bool(torch.isfinite(mu).all()):  # else NaN > threshold is False: active_units would silently say 0
+        raise ValueError(f"the encoder returned {int((~torch.isfinite(mu)).sum())} NaN or infinite posterior means; "
+                         "are the model's parameters finite?")
     return mu.var(dim=0, correction=0)
 
 

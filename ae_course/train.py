@@ -143,7 +143,8 @@ def update(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tenso
     Raises FloatingPointError (naming the loss) before touching the parameters.
     """
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"the {name} loss is {loss.item()}; the parameters were not updated with it. "
+        what = "the loss" if name == "loss" else f"the {name} loss"
+        raise FloatingPointError(f"{what} is {loss.item()}; the parameters were not updated with it. "
                                  "Lower the learning rate or check the inputs.")
     model.zero_grad(set_to_none=True)
     loss.backward()

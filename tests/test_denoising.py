@@ -94,22 +94,45 @@ def test_dae_is_an_autoencoder_and_its_loss_targets_the_clean_input():
     torch.manual_seed(5)
     ours = dae.loss(x)
     torch.manual_seed(5)
-    corrupted = corruption(x)
-    expected = ae_course.Autoencoder.loss(dae, corrupted, target=x)
-    assert torch.allclose(ours, expected)
+    corrupted = corruption(x)                      # the same corruption draw
+    # -log p(x | z = f(x~)): the Autoencoder's log-likelihood of the CLEAN x at the corrupted input
+    torch.testing.assert_close(ours, -dae.log_likelihood(x, dae(corrupted)))
+    # ... which, for the Bernoulli decoder, is the cross-entropy of x against the reconstruction of x~
+    torch.testing.assert_close(ours, torch.nn.functional.binary_cross_entropy_with_logits(
+        dae(corrupted), x, reduction="none").sum(1))
     # not the plain objective on the corrupted input, nor the plain loss on the clean one
     assert not torch.allclose(ours, ae_course.Autoencoder.loss(dae, corrupted))
     assert not torch.allclose(ours, ae_course.Autoencoder.loss(dae, x))
+    assert (corrupted == 0).any() and not torch.equal(corrupted, x)
     # no corruption at test time: reconstruct is deterministic
     assert torch.equal(dae.reconstruct(x), dae.reconstruct(x))
     assert torch.equal(dae.encode(x), ae_course.Autoencoder.encode(dae, x))
 
 
-def test_identity_corruption_gives_the_plain_loss():
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_identity_corruption_gives_the_plain_loss(likelihood):
     torch.manual_seed(0)
-    dae = DenoisingAutoencoder(corruption=lambda x: x, latent_dim=4, hidden=(16,), loss="mse")
+    dae = DenoisingAutoencoder(corruption=lambda x: x, latent_dim=4, hidden=(16,), likelihood=likelihood)
+    assert dae.likelihood == likelihood and dae.config["likelihood"] == likelihood
     x = _images(8)
-    assert torch.allclose(dae.loss(x), ae_course.Autoencoder.loss(dae, x))
+    torch.testing.assert_close(dae.loss(x), ae_course.Autoencoder.loss(dae, x))
+    x_hat = torch.sigmoid(dae(x))
+    expected = (0.5 * (x - x_hat).pow(2).sum(1) + 392 * math.log(2 * math.pi) if likelihood == "gaussian"
+                else -(x * x_hat.log() + (1 - x) * (1 - x_hat).log()).sum(1))
+    torch.testing.assert_close(dae.loss(x), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_dae_refuses_labels_and_bad_x():
+    dae = DenoisingAutoencoder(corruption=functools.partial(masking_noise, fraction=0.5), latent_dim=4, hidden=(16,))
+    x = _images(4)
+    with pytest.raises(ValueError, match="not conditioned on a label"):
+        dae.loss(x, torch.zeros(4, dtype=torch.long))
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        dae.loss(bad)
+    with pytest.raises(ValueError, match="divide by 255"):
+        DenoisingAutoencoder(corruption=lambda x: x, latent_dim=4, hidden=(16,)).loss(x * 255)
 
 
 def test_training_reduces_the_denoising_loss():

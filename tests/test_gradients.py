@@ -44,6 +44,8 @@ def test_unbiased_on_closed_form_toy(estimator):
         est = score_function_gradient(toy(c), mu, log_var, n, baseline=7.0, generator=gen)
     assert isinstance(est, GradientEstimates)
     assert est.mu.shape == est.log_var.shape == (n, 4) and est.values.shape == (n,)
+    # the values are f at z = mu + sigma eps, and their mean estimates E f = ||mu - c||^2 + sum sigma^2
+    assert z_scores(est.values[:, None], ((mu - c) ** 2).sum() + log_var.exp().sum()).abs().item() < 4
     # 8 comparisons at a 4-standard-error tolerance: a false alarm has probability < 1e-3
     assert z_scores(est.mu, 2 * (mu - c)).abs().max() < 4
     assert z_scores(est.log_var, log_var.exp()).abs().max() < 4
@@ -103,9 +105,32 @@ def test_generator_makes_estimates_reproducible():
 
 
 def test_pathwise_runs_inside_no_grad():
+    """f(z) = ||z||^2 at z = mu + sigma eps: per sample, d/dmu = 2 z and d/dlog_var = 2 z * sigma eps / 2."""
+    mu, log_var = torch.ones(2), torch.tensor([0.0, math.log(4.0)])
+    eps = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        est = pathwise_gradient(lambda z: z.square().sum(-1), torch.ones(2), torch.zeros(2), 3)
-    assert est.mu.shape == (3, 2)
+        est = pathwise_gradient(lambda z: z.square().sum(-1), mu, log_var, 3, eps=eps)
+    z = mu + torch.tensor([1.0, 2.0]) * eps
+    assert est.mu.shape == est.log_var.shape == (3, 2) and est.values.shape == (3,)
+    torch.testing.assert_close(est.mu, 2 * z)
+    torch.testing.assert_close(est.log_var, z * torch.tensor([1.0, 2.0]) * eps)
+    torch.testing.assert_close(est.values, z.square().sum(-1))
+    assert not est.mu.requires_grad
+
+
+def test_score_function_per_sample_values_in_closed_form():
+    """f(z) = sum(z) at z = mu + sigma eps: per sample, f * eps / sigma and f * (eps^2 - 1) / 2, minus a baseline."""
+    mu, log_var = torch.tensor([0.5, -1.0]), torch.tensor([0.0, math.log(0.25)])
+    sigma = torch.tensor([1.0, 0.5])
+    eps = torch.randn(4, 2, generator=torch.Generator().manual_seed(1))
+    f = (mu + sigma * eps).sum(-1, keepdim=True)
+    est = score_function_gradient(lambda z: z.sum(-1), mu, log_var, 4, eps=eps)
+    torch.testing.assert_close(est.mu, f * eps / sigma)
+    torch.testing.assert_close(est.log_var, f * (eps ** 2 - 1) / 2)
+    torch.testing.assert_close(est.values, f[:, 0])
+    est = score_function_gradient(lambda z: z.sum(-1), mu, log_var, 4, baseline=2.0, eps=eps)
+    torch.testing.assert_close(est.mu, (f - 2.0) * eps / sigma)
+    torch.testing.assert_close(est.values, f[:, 0])  # the values stay uncentred
 
 
 @pytest.mark.parametrize("estimator", [pathwise_gradient, score_function_gradient])

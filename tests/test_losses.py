@@ -3,11 +3,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
-from ae_course.losses import bernoulli_log_likelihood, gaussian_kl, gaussian_log_likelihood
+from ae_course.losses import (bernoulli_log_likelihood, binary_cross_entropy, gaussian_kl, gaussian_log_likelihood,
+                              squared_error)
+from ae_course.models import log_likelihood
 
 
 @pytest.fixture(autouse=True)
@@ -132,3 +135,41 @@ def test_likelihoods_reject_bad_shapes(fn):
         fn(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="shape"):
         fn(torch.zeros(6), torch.zeros(6))
+
+
+@pytest.mark.parametrize("x, match", [
+    (torch.tensor([[0.0, 255.0, 17.0]]), r"x must lie in \[0, 1\] for a Bernoulli likelihood, got values in \[0, 255\] "
+                                        r"\(raw pixel values\? divide by 255\)"),
+    (torch.tensor([[0.5, 1.5, 0.0]]), r"got values in \[0, 1\.5\].*divide by 255"),
+    (torch.tensor([[-0.1, 0.5, 1.0]]), r"got values in \[-0\.1, 1\]$"),
+    (torch.tensor([[0.5, float("nan"), 1.0]]), r"got values in \[0\.5, 1\], with NaN or infinite entries$"),
+])
+def test_bernoulli_log_likelihood_refuses_x_outside_the_unit_interval(x, match):
+    logits = torch.zeros_like(x)
+    with pytest.raises(ValueError, match=match):
+        bernoulli_log_likelihood(x, logits)
+    with pytest.raises(ValueError, match=match):
+        binary_cross_entropy(x, logits)
+    with pytest.raises(ValueError, match=match):
+        log_likelihood(x, logits, "bernoulli")
+
+
+def test_the_endpoints_and_grey_levels_are_accepted():
+    x = torch.tensor([[0.0, 1.0, 0.3]])
+    logits = torch.tensor([[-2.0, 3.0, 0.5]])
+    expected = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+    torch.testing.assert_close(binary_cross_entropy(x, logits), expected)
+    torch.testing.assert_close(bernoulli_log_likelihood(x, logits), -expected)
+
+
+def test_squared_error_and_the_gaussian_decoder_likelihood():
+    gen = torch.Generator().manual_seed(2)
+    x, logits = torch.randn(4, 9, generator=gen, dtype=torch.float64), torch.randn(4, 9, generator=gen, dtype=torch.float64)
+    x_hat = torch.sigmoid(logits)
+    torch.testing.assert_close(squared_error(x, x_hat), F.mse_loss(x_hat, x, reduction="none").sum(1))
+    expected = Normal(x_hat, 1.0).log_prob(x).sum(1)
+    torch.testing.assert_close(log_likelihood(x, logits, "gaussian"), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(-expected, 0.5 * squared_error(x, x_hat) + 4.5 * math.log(2 * math.pi))
+    binary = torch.bernoulli(torch.full((4, 9), 0.5, dtype=torch.float64), generator=gen)
+    torch.testing.assert_close(log_likelihood(binary, logits, "bernoulli"),
+                               Independent(Bernoulli(logits=logits), 1).log_prob(binary), rtol=1e-12, atol=1e-12)

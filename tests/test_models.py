@@ -5,8 +5,10 @@ import matplotlib
 import pytest
 import torch
 from torch import nn
+from torch.distributions import Bernoulli, Independent, Normal
 
 import ae_course
+from ae_course.models import log_likelihood
 from ae_course.plotting import image_grid, latent_scatter
 
 
@@ -27,14 +29,22 @@ def test_mlp_rejects_bad_arguments(sizes, activation, match):
         ae_course.mlp(sizes, activation)
 
 
-def test_autoencoder_shapes_and_range():
+def test_autoencoder_shapes_and_values():
+    torch.manual_seed(0)
     model = ae_course.Autoencoder(latent_dim=3, hidden=(32,))
     x = torch.rand(5, 784)
-    assert model.encode(x).shape == (5, 3)
-    assert model(x).shape == (5, 784)
+    z = model.encode(x)
+    torch.testing.assert_close(z, model.encoder(x))
+    assert z.shape == (5, 3)
+    logits = model(x)
+    torch.testing.assert_close(logits, model.decoder(model.encoder(x)))
+    assert logits.shape == (5, 784)
     x_hat = model.reconstruct(x)
-    assert x_hat.min() >= 0 and x_hat.max() <= 1
-    assert model.loss(x).shape == (5,)
+    torch.testing.assert_close(x_hat, torch.sigmoid(logits).detach())
+    assert x_hat.min() >= 0 and x_hat.max() <= 1 and not x_hat.requires_grad
+    # the loss of grey levels: the binary cross-entropy summed over pixels, one value per image
+    expected = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+    torch.testing.assert_close(model.loss(x), expected)
 
 
 @pytest.mark.parametrize("bad", [torch.rand(784), torch.rand(2, 783), torch.rand(0, 784), torch.ones(2, 784, dtype=torch.long)])
@@ -43,27 +53,86 @@ def test_autoencoder_rejects_bad_input(bad):
         ae_course.Autoencoder(hidden=(8,)).encode(bad)
 
 
-def test_unknown_loss_raises():
-    with pytest.raises(ValueError, match="unknown loss"):
-        ae_course.Autoencoder(loss="l1")
+def test_unknown_likelihood_raises():
+    with pytest.raises(ValueError, match="unknown likelihood 'l1'"):
+        ae_course.Autoencoder(likelihood="l1")
+    with pytest.raises(ValueError, match="unknown likelihood"):
+        log_likelihood(torch.zeros(1, 3), torch.zeros(1, 3), "mse")
+    with pytest.raises(TypeError):  # the old keyword is gone
+        ae_course.Autoencoder(loss="bce")
+    assert ae_course.LIKELIHOODS == ("bernoulli", "gaussian")
 
 
-def test_bce_loss_is_bernoulli_nll_and_mse_is_squared_error():
+def test_losses_are_the_negative_log_likelihoods_of_torch_distributions():
+    """Bernoulli: the binary cross-entropy summed over pixels; Gaussian: -log N(x; sigmoid(logits), I), which is
+    1/2 the squared error + D/2 log(2 pi) (no longer the squared error itself)."""
     torch.manual_seed(0)
-    x = torch.rand(4, 784).round()
-    for loss in ("bce", "mse"):
-        model = ae_course.Autoencoder(latent_dim=2, hidden=(16,), loss=loss)
-        logits = model(x)
-        expected = (nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1) if loss == "bce"
-                    else ((x - torch.sigmoid(logits)) ** 2).sum(1))
-        assert torch.allclose(model.loss(x), expected, rtol=1e-5)
+    x_binary, x_grey = torch.rand(4, 784).round(), torch.rand(4, 784)
+    bernoulli = ae_course.Autoencoder(latent_dim=2, hidden=(16,), likelihood="bernoulli")
+    assert bernoulli.likelihood == "bernoulli" and ae_course.Autoencoder(hidden=(8,)).likelihood == "bernoulli"
+    logits = bernoulli(x_binary)
+    expected = -Independent(Bernoulli(logits=logits), 1).log_prob(x_binary)
+    torch.testing.assert_close(bernoulli.loss(x_binary), expected)
+    torch.testing.assert_close(
+        bernoulli.loss(x_binary), nn.functional.binary_cross_entropy_with_logits(logits, x_binary, reduction="none").sum(1))
+
+    gaussian = ae_course.Autoencoder(latent_dim=2, hidden=(16,), likelihood="gaussian")
+    for x in (x_binary, x_grey, x_grey - 0.5):  # any real x: the Gaussian likelihood has no range
+        logits = gaussian(x)
+        expected = -Normal(torch.sigmoid(logits), 1.0).log_prob(x).sum(1)
+        torch.testing.assert_close(gaussian.loss(x), expected)
+        half_squared_error = 0.5 * ((x - torch.sigmoid(logits)) ** 2).sum(1)
+        torch.testing.assert_close(gaussian.loss(x), half_squared_error + 392 * math.log(2 * math.pi))
+        torch.testing.assert_close(gaussian.log_likelihood(x, logits), -expected)
 
 
-def test_denoising_target_is_used():
-    torch.manual_seed(0)
-    model = ae_course.Autoencoder(latent_dim=2, hidden=(16,))
-    x, clean = torch.rand(3, 784), torch.rand(3, 784)
-    assert not torch.allclose(model.loss(x), model.loss(x, target=clean))
+def test_autoencoder_refuses_labels():
+    model = ae_course.Autoencoder(hidden=(8,))
+    x = torch.rand(2, 784)
+    for call in (model.encode, model.loss, model.reconstruct, model):
+        with pytest.raises(ValueError, match="not conditioned on a label"):
+            call(x, torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("bad, count", [(float("nan"), 1), (float("inf"), 1), (-float("inf"), 1)])
+def test_autoencoder_refuses_non_finite_x(bad, count):
+    model = ae_course.Autoencoder(hidden=(8,))
+    x = torch.rand(3, 784)
+    x[1, 5] = bad
+    for call in (model.encode, model, model.loss, model.reconstruct):
+        with pytest.raises(ValueError, match=rf"^x has {count} NaN or infinite entries"):
+            call(x)
+    z = torch.zeros(2, 2)
+    z[0, 0] = bad
+    with pytest.raises(ValueError, match="^z has 1 NaN"):
+        model.decode(z)
+
+
+def test_autoencoder_refuses_float64_x_and_says_how_to_cast():
+    model = ae_course.Autoencoder(hidden=(8,))
+    x = torch.rand(2, 784, dtype=torch.float64)
+    for call in (model.encode, model, model.loss):
+        with pytest.raises(ValueError, match=r"x is torch\.float64 but the model's parameters are torch\.float32; "
+                                             r"convert with x\.to\(torch\.float32\)"):
+            call(x)
+    # the suggested cast works, and so does the other one
+    torch.testing.assert_close(model.loss(x.to(torch.float32)).double(), model.double().loss(x), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("scale", [255.0, 2.0, -1.0])
+def test_bernoulli_autoencoder_refuses_x_outside_the_unit_interval(scale):
+    model = ae_course.Autoencoder(hidden=(8,))
+    x = torch.rand(2, 784) * scale
+    match = r"x must lie in \[0, 1\] for a Bernoulli likelihood" + (r".*divide by 255" if scale > 1 else "")
+    with pytest.raises(ValueError, match=match):
+        model.loss(x)
+    if scale < 0:
+        with pytest.raises(ValueError) as err:
+            model.loss(x)
+        assert "255" not in str(err.value)  # no hint where it does not apply
+    # the Gaussian decoder is defined for any real x
+    gaussian = ae_course.Autoencoder(hidden=(8,), likelihood="gaussian")
+    assert torch.isfinite(gaussian.loss(x)).all()
 
 
 def _tiny_data(n=200, seed=0):
@@ -96,14 +165,43 @@ def test_training_is_reproducible_with_a_seed():
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
 
 
+class _PoisonedAutoencoder(ae_course.Autoencoder):
+    """An autoencoder whose loss is NaN for the examples marked by a pixel of 0.5 (the data are 0/1 otherwise)."""
+
+    def loss(self, x, y=None):
+        marked = x[:, 3] == 0.5
+        return super().loss(x, y) + torch.where(marked, torch.tensor(float("nan")), torch.tensor(0.0)).to(x)
+
+
 def test_nan_loss_stops_training_naming_the_step_and_keeps_parameters():
     x = _tiny_data(64)
-    x[40, 3] = float("nan")  # the second batch of 32 after shuffling may or may not hold it; any epoch will
+    x[40, 3] = 0.5  # in one of the two batches of 32 of the first epoch
     torch.manual_seed(0)
-    model = ae_course.Autoencoder(latent_dim=2, hidden=(16,))
-    with pytest.raises(FloatingPointError, match=r"epoch 1, step \d"):
+    model = _PoisonedAutoencoder(latent_dim=2, hidden=(16,))
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(FloatingPointError, match=r"loss is nan.*\(epoch 1, step [12]; global step [12]\)") as err:
         ae_course.train(model, x, epochs=2, batch_size=32, progress=False)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert err.value.history.epochs == 0
+    if err.value.history.steps == 0:  # the marked example was in the first batch: nothing was updated
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_train_refuses_bad_x_before_any_update():
+    x = _tiny_data(64)
+    model = ae_course.Autoencoder(latent_dim=2, hidden=(16,))
+    before = [p.detach().clone() for p in model.parameters()]
+    bad = x.clone()
+    bad[40, 3] = float("nan")
+    with pytest.raises(ValueError, match="^x has 1 NaN or infinite entries"):
+        ae_course.train(model, bad, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="^x_val has 1 NaN or infinite entries"):
+        ae_course.train(model, x, epochs=1, x_val=bad, progress=False)
+    with pytest.raises(ValueError, match=r"convert with x\.to\(torch\.float32\)"):
+        ae_course.train(model, x.double(), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="divide by 255"):
+        ae_course.train(model, x * 255, epochs=1, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 def test_train_rejects_bad_arguments():

@@ -106,7 +106,7 @@ def test_a_nan_loss_names_epoch_and_step_keeps_the_history_and_the_last_finite_p
         loss = model.loss(batch).mean() * (float("nan") if calls["n"] == 6 else 1.0)
         return {"loss": update(model, optimizers["loss"], loss)}
 
-    with pytest.raises(FloatingPointError, match=r"the loss loss is nan.*\(epoch 2, step 2; global step 6\)") as info:
+    with pytest.raises(FloatingPointError, match=r"^the loss is nan.*\(epoch 2, step 2; global step 6\)") as info:
         train(model, x, epochs=3, batch_size=16, step=step, progress=False)
     assert info.value.history.epochs == 1 and len(info.value.history.train_loss) == 1
     assert info.value.history.steps == 5

@@ -4,13 +4,13 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from ae_course import VAE, evaluate, train
 from ae_course.evaluation import (active_units, estimate_elbo, importance_sampled_log_likelihood,
                                   posterior_mean_variance)
 from ae_course.linear_gaussian import LinearGaussian
-from ae_course.losses import bernoulli_log_likelihood
+from ae_course.losses import bernoulli_log_likelihood, gaussian_kl, reparameterize, standard_normal
 from ae_course.vae import LOG_VAR_MAX, LOG_VAR_MIN
 
 
@@ -31,12 +31,16 @@ def test_shapes_of_encode_reparameterize_decode_sample_and_prior():
     x = binary_data(5)
     mu, log_var = model.encode(x)
     assert mu.shape == log_var.shape == (5, 8)
+    torch.testing.assert_close(torch.cat([mu, log_var], 1), model.encoder(x))  # inside the clamp: the identity
     z = model.reparameterize(mu, log_var)
     assert z.shape == (5, 8)
     logits = model.decode(z)
-    assert logits.shape == (5, 784)
-    assert model.log_likelihood(x, logits).shape == model.elbo(x).shape == model.loss(x).shape == (5,)
+    torch.testing.assert_close(logits, model.decoder(z))
+    torch.testing.assert_close(model.log_likelihood(x, logits), Independent(Bernoulli(logits=logits), 1).log_prob(x))
+    assert model.elbo(x).shape == model.loss(x).shape == (5,)
     images = model.sample(7, generator=torch.Generator().manual_seed(3))
+    z_prior = torch.randn(7, 8, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(images, torch.sigmoid(model.decoder(z_prior)).detach())
     assert images.shape == (7, 784) and (images >= 0).all() and (images <= 1).all()
     assert torch.equal(images, model.sample(7, generator=torch.Generator().manual_seed(3)))
     assert model.prior.event_shape == (8,) and model.prior.batch_shape == ()
@@ -46,6 +50,71 @@ def test_shapes_of_encode_reparameterize_decode_sample_and_prior():
 def test_reparameterize_is_mu_plus_sigma_eps():
     mu, log_var, eps = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
     torch.testing.assert_close(VAE.reparameterize(mu, log_var, eps), mu + torch.exp(log_var / 2) * eps)
+    assert VAE.reparameterize is reparameterize
+
+
+@pytest.mark.parametrize("n_samples", [None, 1, 5])
+def test_reparameterize_matches_normal_rsample_with_the_same_noise(n_samples):
+    """z = mu + exp(log_var / 2) eps is Normal(mu, sigma).rsample(): same values from the same noise, and
+    gradients d z / d mu = 1, d z / d log_var = sigma eps / 2."""
+    mu = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    log_var = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    q = Normal(mu, torch.exp(0.5 * log_var))
+    shape = (4, 3) if n_samples is None else (n_samples, 4, 3)
+    torch.manual_seed(11)
+    z_library = q.rsample(() if n_samples is None else (n_samples,))
+    torch.manual_seed(11)
+    z = reparameterize(mu, log_var, n_samples=n_samples)   # draws its own noise, from the same global stream
+    assert z.shape == z_library.shape == shape
+    torch.testing.assert_close(z, z_library)
+    eps = ((z_library - mu) / torch.exp(0.5 * log_var)).detach()
+    torch.testing.assert_close(reparameterize(mu, log_var, eps=eps), z_library)
+    # with a generator: eps = torch.randn(shape, generator) of the same seed
+    drawn = reparameterize(mu, log_var, n_samples=n_samples, generator=torch.Generator().manual_seed(3))
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    torch.testing.assert_close(drawn, mu + torch.exp(0.5 * log_var) * noise)
+    g_mu, g_log_var = torch.autograd.grad(drawn.sum(), [mu, log_var])
+    sigma_eps = (torch.exp(0.5 * log_var) * noise).detach()
+    count = 1 if n_samples is None else n_samples
+    torch.testing.assert_close(g_mu, torch.full_like(mu, count))
+    torch.testing.assert_close(g_log_var, (sigma_eps / 2).reshape(-1, 4, 3).sum(0))
+
+
+def test_reparameterize_eps_of_s_samples_and_bad_arguments():
+    mu, log_var = torch.randn(2, 3), torch.randn(2, 3)
+    eps = torch.randn(6, 2, 3)
+    z = reparameterize(mu, log_var, eps=eps)                       # S = 6 inferred from eps
+    torch.testing.assert_close(z, mu + torch.exp(0.5 * log_var) * eps)
+    torch.testing.assert_close(reparameterize(mu, log_var, eps=eps, n_samples=6), z)
+    for bad in (dict(eps=torch.randn(6, 2, 3), n_samples=5), dict(eps=torch.randn(3, 2)), dict(eps=torch.randn(2, 3, 1))):
+        with pytest.raises(ValueError, match="eps must have the shape of mu"):
+            reparameterize(mu, log_var, **bad)
+    with pytest.raises(ValueError, match="n_samples must be >= 1"):
+        reparameterize(mu, log_var, n_samples=0)
+    with pytest.raises(ValueError, match="they must match"):
+        reparameterize(mu, log_var[:, :2])
+
+
+def test_standard_normal_is_the_torch_distributions_prior():
+    prior = standard_normal(4)
+    assert isinstance(prior, Independent) and prior.event_shape == (4,) and prior.batch_shape == ()
+    z = torch.randn(2, 5, 4)
+    torch.testing.assert_close(prior.log_prob(z), Normal(0.0, 1.0).log_prob(z).sum(-1))
+    torch.testing.assert_close(prior.log_prob(z), -0.5 * z.pow(2).sum(-1) - 2 * math.log(2 * math.pi))
+    torch.testing.assert_close(prior.mean, torch.zeros(4))
+    torch.testing.assert_close(prior.variance, torch.ones(4))
+    like = torch.zeros(1, dtype=torch.float64)
+    assert standard_normal(3, like=like).mean.dtype == torch.float64
+    # the KL of a diagonal Gaussian to it is the closed form of ae_course.losses.gaussian_kl
+    mu, log_var = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    q = Independent(Normal(mu, torch.exp(0.5 * log_var)), 1)
+    torch.testing.assert_close(kl_divergence(q, standard_normal(4, like=mu)), gaussian_kl(mu, log_var))
+    # VAE.prior is it, on the model's dtype
+    model = VAE(input_dim=6, latent_dim=4, hidden=()).double()
+    assert model.prior.mean.dtype == torch.float64
+    torch.testing.assert_close(model.prior.log_prob(z.double()), prior.log_prob(z).double())
+    with pytest.raises(ValueError, match="dim must be >= 1"):
+        standard_normal(0)
 
 
 def test_elbo_is_log_likelihood_minus_closed_form_kl():
@@ -163,13 +232,31 @@ def test_seeded_training_is_reproducible_bit_for_bit():
     assert h1.train_loss[-1] < h1.train_loss[0]
 
 
+class _PoisonedVAE(VAE):
+    """A VAE whose loss is NaN for the examples marked by a pixel of 0.5 (the data are 0/1 otherwise)."""
+
+    def loss(self, x, y=None):
+        poison = torch.where(x[:, 3] == 0.5, torch.tensor(float("nan")), torch.tensor(0.0))
+        return super().loss(x, y) + poison
+
+
 def test_nan_loss_raises_naming_the_step_and_leaves_parameters_finite():
+    x = binary_data(40, 20)
+    x[17, 3] = 0.5
+    model = _PoisonedVAE(input_dim=20, latent_dim=2, hidden=(8,))
+    with pytest.raises(FloatingPointError, match=r"loss is nan.*\(epoch 1, step [1-5]; global step [1-5]\)"):
+        train(model, x, epochs=2, batch_size=8, progress=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_train_refuses_nan_x_before_any_step():
     x = binary_data(40, 20)
     x[17, 3] = float("nan")
     model = VAE(input_dim=20, latent_dim=2, hidden=(8,))
-    with pytest.raises(FloatingPointError, match=r"step \d+"):
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    with pytest.raises(ValueError, match="^x has 1 NaN or infinite entries"):
         train(model, x, epochs=2, batch_size=8, progress=False)
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(torch.equal(before[name], t) for name, t in model.state_dict().items())
 
 
 def test_train_evaluate_of_a_vae_is_the_mean_negative_elbo():
@@ -291,11 +378,16 @@ def test_is_estimate_rejects_bad_arguments(kwargs):
 
 def test_evaluators_reject_bad_x_and_restore_training_mode():
     model = VAE(input_dim=8, latent_dim=2, hidden=(4,))
-    for fn in (importance_sampled_log_likelihood, estimate_elbo, active_units):
+    for fn in (importance_sampled_log_likelihood, estimate_elbo, active_units, posterior_mean_variance):
         with pytest.raises(ValueError, match="shape"):
             fn(model, torch.zeros(3, 9))
         with pytest.raises(ValueError):
             fn(model, torch.zeros(8))
+        for bad in (float("nan"), float("inf")):
+            x = binary_data(3, 8)
+            x[1, 2] = bad
+            with pytest.raises(ValueError, match="^x has 1 NaN or infinite entries"):
+                fn(model, x)
     model.train()
     importance_sampled_log_likelihood(model, binary_data(3, 8), k=4)
     assert model.training
@@ -317,8 +409,14 @@ def test_active_units_counts_dimensions_whose_posterior_mean_varies():
     assert active_units(model, x) == 2
     assert active_units(model, x, threshold=0.001) == 3
     assert active_units(model, x, threshold=2.0) == 0
-    with pytest.raises(ValueError, match="threshold"):
-        active_units(model, x, threshold=-1.0)
+    for threshold in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="threshold"):
+            active_units(model, x, threshold=threshold)
+    # a NaN variance is not "inactive": NaN posterior means (here from a NaN weight) are refused, not counted as 0
+    with torch.no_grad():
+        model.encoder[0].weight[3, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite posterior means"):
+        active_units(model, x)
 
 
 def test_reconstruct_decodes_the_posterior_mean():
@@ -339,3 +437,74 @@ def test_off_data_fraction_counts_codes_far_from_the_data():
         off_data_fraction(z_data, torch.zeros(3, 3))
     with pytest.raises(ValueError, match="quantile"):
         off_data_fraction(z_data, near, quantile=0)
+
+
+# ------------------------------------------------------------------------------ inputs that cannot go wrong
+
+def test_vae_refuses_non_finite_float64_and_out_of_range_x():
+    model = VAE(input_dim=12, latent_dim=3, hidden=(8,))
+    x = binary_data(4, 12)
+    bad = x.clone()
+    bad[2, 7] = float("nan")
+    for call in (model.encode, model.loss, model.elbo, model.reconstruct, model):
+        with pytest.raises(ValueError, match="^x has 1 NaN or infinite entries"):
+            call(bad)
+    with pytest.raises(ValueError, match=r"x is torch\.float64 but the model's parameters are torch\.float32; "
+                                         r"convert with x\.to\(torch\.float32\)"):
+        model.loss(x.double())
+    with pytest.raises(ValueError, match=r"x must lie in \[0, 1\] for a Bernoulli likelihood.*divide by 255"):
+        model.loss(x * 255)
+    gaussian = VAE(input_dim=12, latent_dim=3, hidden=(8,), likelihood="gaussian")
+    assert torch.isfinite(gaussian.loss(x * 255)).all()   # a Gaussian decoder takes any real x
+
+
+def test_conditional_vae_requires_y_and_an_unconditional_one_refuses_it():
+    x, y = binary_data(4, 12), torch.tensor([0, 2, 1, 2])
+    cvae = VAE(input_dim=12, latent_dim=3, hidden=(8,), n_classes=3)
+    for call in (cvae.encode, cvae.loss, cvae.elbo, cvae.reconstruct):
+        with pytest.raises(ValueError, match=r"conditioned on a label \(n_classes=3\): pass y"):
+            call(x)
+    with pytest.raises(ValueError, match="pass y"):
+        cvae.sample(4)
+    with pytest.raises(ValueError, match="pass y"):
+        estimate_elbo(cvae, x)
+    assert cvae.loss(x, y).shape == (4,)
+    # the label is a one-hot vector appended to the encoder's input and the decoder's code
+    one_hot = torch.nn.functional.one_hot(y, 3).float()
+    mu, log_var = cvae.encode(x, y)
+    torch.testing.assert_close(torch.cat([mu, log_var], 1), cvae.encoder(torch.cat([x, one_hot], 1)))
+    torch.testing.assert_close(cvae.decode(mu, y), cvae.decoder(torch.cat([mu, one_hot], 1)))
+    with pytest.raises(ValueError, match="class labels must lie in 0..2"):
+        cvae.loss(x, torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="got 3 labels for 4 inputs"):
+        cvae.loss(x, y[:3])
+    vae = VAE(input_dim=12, latent_dim=3, hidden=(8,))
+    for call in (vae.encode, vae.loss, vae.elbo, vae.reconstruct):
+        with pytest.raises(ValueError, match=r"not conditioned on a label \(n_classes=0\): call it without y"):
+            call(x, y)
+    with pytest.raises(ValueError, match="without y"):
+        vae.sample(4, y=y)
+    with pytest.raises(ValueError, match="without y"):
+        importance_sampled_log_likelihood(vae, x, k=2, y=y)
+
+
+def test_is_estimate_uses_the_models_own_prior():
+    """The log-weight takes log p(z) from model.prior (not a hard-coded N(0, I)): with k = 1 and a shared
+    generator it is log p(x|z) + log p(z) - log q(z|x) for the model's prior N(1, 2^2 I)."""
+
+    class ShiftedPriorVAE(VAE):
+        @property
+        def prior(self):
+            return Independent(Normal(torch.ones(self.latent_dim), 2 * torch.ones(self.latent_dim)), 1)
+
+    model = ShiftedPriorVAE(input_dim=16, latent_dim=3, hidden=(8,))
+    x = binary_data(5, 16)
+    estimate = importance_sampled_log_likelihood(model, x, k=1, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        mu, log_var = model.encode(x)
+        q = Independent(Normal(mu, torch.exp(0.5 * log_var)), 1)
+        z = mu + torch.exp(0.5 * log_var) * torch.randn((1, *mu.shape), generator=torch.Generator().manual_seed(9))[0]
+        expected = (model.log_likelihood(x, model.decode(z)) + Normal(1.0, 2.0).log_prob(z).sum(1) - q.log_prob(z))
+        standard = model.log_likelihood(x, model.decode(z)) + Normal(0.0, 1.0).log_prob(z).sum(1) - q.log_prob(z)
+    torch.testing.assert_close(estimate, expected)
+    assert (estimate - standard).abs().min() > 1e-3
