@@ -139,8 +139,11 @@ def adversarial_step(model: "AdversarialModel", optimizers: Mapping[str, torch.o
        the cross-entropy of the labels.
 
     x: (B, input_dim); y: (B,) labels for a label-conditioned decoder. Returns the mean loss of each phase
-    (nats per example, detached). Raises FloatingPointError on a NaN or infinite loss, before that phase's update.
+    (nats per example, detached). Raises FloatingPointError on a NaN or infinite loss, before that phase's update,
+    and ValueError for `labelled` with a model that has no class head (before any update).
     """
+    if labelled is not None and not hasattr(model, "classification_loss"):
+        raise ValueError(f"{type(model).__name__} has no class head: `labelled` needs a SemiSupervisedAAE")
     losses = {"reconstruction": update(model, optimizers["reconstruction"], model.reconstruction_loss(x, y).mean(),
                                        "reconstruction"),
               "discriminator": update(model, optimizers["discriminator"], model.discriminator_loss(x).mean(),

@@ -95,7 +95,14 @@ class SemiSupervisedAAE(AdversarialModel):
         return self.decoder(torch.cat([y_logits.softmax(dim=1), z], dim=1))
 
     def reconstruction_loss(self, x: torch.Tensor, y=None) -> torch.Tensor:
-        """Binary cross-entropy of the reconstruction, summed over pixels, (B,) in nats (y is unused)."""
+        """Binary cross-entropy of the reconstruction, summed over pixels, (B,) in nats.
+
+        Raises ValueError if labels y are given: the model infers the class of every image; its few labelled
+        examples go to the training loop as ``labelled=(x_l, y_l)`` (the semi-supervised phase).
+        """
+        if y is not None:
+            raise ValueError("a SemiSupervisedAAE reconstructs from its own class estimate: pass the labelled "
+                             "examples as train(..., labelled=(x_l, y_l)), not y")
         return -self.log_likelihood(x, self(x))
 
     def discriminator_loss(self, x: torch.Tensor) -> torch.Tensor:
