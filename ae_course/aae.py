@@ -39,7 +39,7 @@ from torch import nn
 from .losses import bernoulli_log_likelihood
 from .models import check_input, mlp, one_hot
 from .priors import GaussianPrior, Prior
-from .train import update
+from .training import update
 
 __all__ = ["Discriminator", "optimal_discriminator", "discriminator_loss", "generator_loss",
            "AdversarialModel", "AdversarialAutoencoder", "make_optimizers", "adversarial_step"]

@@ -133,7 +133,7 @@ class Autoencoder(nn.Module):
 
     @property
     def config(self) -> dict:
-        """The constructor's arguments: what :func:`ae_course.train.save_checkpoint` stores to rebuild the model."""
+        """The constructor's arguments: what :func:`ae_course.training.save_checkpoint` stores to rebuild the model."""
         return {"input_dim": self.input_dim, "latent_dim": self.latent_dim, "hidden": list(self.hidden),
                 "activation": self.activation, "likelihood": self.likelihood}
 

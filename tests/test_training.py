@@ -2,7 +2,6 @@
 for bad input before any step, a model left usable after an interrupt, and runs that resume identically."""
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
@@ -11,9 +10,9 @@ import torch
 
 import ae_course
 from ae_course.aae import AdversarialAutoencoder
-from ae_course.train import History, load_checkpoint, loss_step, save_checkpoint, train, update
+from ae_course.training import History, load_checkpoint, loss_step, save_checkpoint, train, update
 
-train_module = importlib.import_module("ae_course.train")     # ae_course.train is the function
+import ae_course.training as train_module  # noqa: E402
 
 
 def small_vae(seed: int = 0, latent_dim: int = 3) -> ae_course.VAE:
