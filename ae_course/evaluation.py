@@ -24,6 +24,7 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from .losses import gaussian_kl, reparameterize
+from .models import check_finite
 
 Proposal = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor, torch.Tensor]"]
 """A diagonal-Gaussian proposal r(z|x[, y]) = N(mu, diag(exp(log_var))): (x, y) -> (mu, log_var), each (B, L)."""
@@ -45,8 +46,7 @@ def _evaluating(model) -> Iterator[None]:
 def _check_x(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"x must be a (B, D) tensor with B >= 1, got {getattr(x, 'shape', type(x).__name__)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"x has {int((~torch.isfinite(x)).sum())} NaN or infinite entries; every entry must be finite")
+    check_finite(x, "x")
     if y is not None and len(y) != len(x):
         raise ValueError(f"x has {len(x)} rows but y has {len(y)} labels")
 
@@ -131,6 +131,8 @@ def estimate_elbo(model, x: torch.Tensor, n_samples: int = 1, batch_size: int = 
 
     L(x) = (1/S) sum_s log p(x|z_s) - KL(q(z|x) || N(0, I)), z_s ~ q(z|x), with the KL in closed form
     (App. B); S = ``n_samples`` reduces the variance, not the bias (it stays a lower bound on log p(x)).
+    The closed-form KL assumes the prior N(0, I) (the VAE's); for another prior use
+    :func:`importance_sampled_log_likelihood` with k = 1, the ELBO with the model's own prior.
 
     Args:
         model: follows the protocol of the module docstring, with the prior N(0, I).
@@ -158,32 +160,35 @@ def estimate_elbo(model, x: torch.Tensor, n_samples: int = 1, batch_size: int = 
     return torch.cat(results).to(x.device)
 
 
-def posterior_mean_variance(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def posterior_mean_variance(model, x: torch.Tensor, batch_size: int = 1000, y: torch.Tensor | None = None) -> torch.Tensor:
     r"""Per-dimension activity A_u = Cov_x( E_{q(z|x)}[z_u] ) = Var_x(mu_u(x)), (L,) (Burda et al. 2016, §5.2).
 
     The variance over the rows of x (population variance, divisor N) of each coordinate of the encoder mean.
-    x: (N, D) on the model's device. Raises ValueError if x is not a non-empty finite (N, D) tensor, batch_size < 1,
+    x: (N, D) on the model's device; y: optional (N,) labels for a conditional model (mu(x, y)). Raises ValueError if x is not a non-empty finite (N, D) tensor, batch_size < 1,
     or the encoder returns NaN or infinite means.
     """
-    _check_x(x)
+    _check_x(x, y)
     _check_positive(batch_size=batch_size)
     with _evaluating(model):
-        mu = torch.cat([model.encode(x[start:start + batch_size])[0] for start in range(0, len(x), batch_size)])
+        mu = torch.cat([model.encode(x[start:start + batch_size],
+                                     *_args(None if y is None else y[start:start + batch_size]))[0]
+                        for start in range(0, len(x), batch_size)])
     if not bool(torch.isfinite(mu).all()):  # else NaN > threshold is False: active_units would silently say 0
         raise ValueError(f"the encoder returned {int((~torch.isfinite(mu)).sum())} NaN or infinite posterior means; "
                          "are the model's parameters finite?")
     return mu.var(dim=0, correction=0)
 
 
-def active_units(model, x: torch.Tensor, threshold: float = 0.01, batch_size: int = 1000) -> int:
+def active_units(model, x: torch.Tensor, threshold: float = 0.01, batch_size: int = 1000,
+                 y: torch.Tensor | None = None) -> int:
     r"""Number of active latent units: dimensions u with Var_x(E_q[z_u]) > threshold (Burda et al. 2016, §5.2).
 
-    x: (N, D) data (the test set in the paper); threshold: 0.01 in the paper.
+    x: (N, D) data (the test set in the paper); threshold: 0.01 in the paper; y: optional (N,) labels.
     Returns an int in [0, L]. Raises ValueError as :func:`posterior_mean_variance`, or for threshold < 0.
     """
     if not threshold >= 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
-    return int((posterior_mean_variance(model, x, batch_size) > threshold).sum().item())
+    return int((posterior_mean_variance(model, x, batch_size, y) > threshold).sum().item())
 
 
 @torch.no_grad()

@@ -17,7 +17,10 @@ def check_unit_interval(x: torch.Tensor, name: str = "x") -> None:
     A Bernoulli likelihood is only defined for targets in [0, 1]: images of raw byte values 0..255 would
     otherwise train to a loss of about -4e9 nats without a word.
     """
-    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+    if not x.numel():
+        return
+    low, high = torch.aminmax(x)                 # one pass; NaN propagates and fails both comparisons
+    if not (bool(low >= 0) and bool(high <= 1)):
         finite = x[torch.isfinite(x)]
         span = f"[{finite.min().item():g}, {finite.max().item():g}]" if finite.numel() else "no finite values"
         nan = ", with NaN or infinite entries" if finite.numel() < x.numel() else ""

@@ -73,9 +73,19 @@ def check_input(x: torch.Tensor, dim: int, name: str = "x", like: torch.Tensor |
     if like is not None and x.dtype != like.dtype:
         raise ValueError(f"{name} is {x.dtype} but the model's parameters are {like.dtype}; "
                          f"convert with {name}.to({like.dtype}) (or the model with model.to({x.dtype}))")
-    if not bool(torch.isfinite(x).all()):
+    check_finite(x, name)
+
+
+def check_finite(x: torch.Tensor, name: str = "x") -> None:
+    """Raise ValueError (naming `name` and counting the bad entries) unless every entry of x is finite.
+
+    One reduction over x, no temporary tensor: a sum is finite whenever every entry is (only then is the
+    exact count computed; a sum that overflows on large finite entries is confirmed entry by entry).
+    """
+    if x.numel() and not bool(torch.isfinite(x.sum())):
         bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} has {bad} NaN or infinite entries; every entry must be finite")
+        if bad:
+            raise ValueError(f"{name} has {bad} NaN or infinite entries; every entry must be finite")
 
 
 Likelihood = Literal["bernoulli", "gaussian"]

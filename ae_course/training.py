@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .files import atomic_write
+from .models import check_finite
 
 __all__ = ["get_device", "minibatch_budget", "History", "evaluate", "update", "loss_step", "make_optimizers",
            "train", "save_checkpoint", "load_checkpoint"]
@@ -304,9 +305,7 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor | None, x_name: str, y_name: st
         raise ValueError(f"{x_name} must be a (N, D) tensor, got {getattr(x, 'shape', type(x).__name__)}")
     if not x.is_floating_point():
         raise ValueError(f"{x_name} must be a floating-point tensor, got {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{x_name} has {int((~torch.isfinite(x)).sum())} NaN or infinite entries; "
-                         "every entry must be finite")
+    check_finite(x, x_name)
     if y is not None and len(y) != len(x):
         raise ValueError(f"{x_name} has {len(x)} rows but {y_name} has {len(y)} labels")
 

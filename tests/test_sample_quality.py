@@ -67,6 +67,7 @@ def test_torch_input_and_float32_softmax():
     s = classifier_scores(p)
     assert s["entropy"] == pytest.approx(entropy(p.double().numpy(), axis=1).mean(), rel=1e-6)
     assert isinstance(s["confidence"], float) and isinstance(s["histogram"], np.ndarray)
+    assert s["confidence"] == pytest.approx(p.double().max(dim=1).values.mean().item(), rel=1e-6)
     np.testing.assert_allclose(class_histogram(p.argmax(dim=1), 10), s["histogram"])
 
 
