@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import ae_course.exercises as exercises
+from helpers import choose_labelled
 from ae_course.exercises.aae_checks import check_occupied_fraction, check_ring_prior
 from ae_course.exercises.adversarial_checks import check_discriminator_loss
 from ae_course.exercises.autoencoder_checks import check_bernoulli_nll
@@ -53,17 +54,6 @@ def discriminator_loss(prior_logits, code_logits):
     return F.softplus(-prior_logits) + F.softplus(code_logits)
 
 
-def choose_labelled(labels, per_class, seed):
-    if per_class < 1:
-        raise ValueError("per_class must be >= 1")
-    gen = torch.Generator().manual_seed(seed)
-    chosen = []
-    for k in range(int(labels.max()) + 1):
-        rows = torch.nonzero(labels == k).flatten()
-        if len(rows) < per_class:
-            raise ValueError(f"class {k} has only {len(rows)} examples")
-        chosen.append(rows[torch.randperm(len(rows), generator=gen)[:per_class]])
-    return torch.cat(chosen)
 
 
 def score_with_baseline(f, mu, log_var, eps):   # accepted only after a second call on 200,000 samples

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import choose_labelled
 from ae_course.aae import discriminator_loss, optimal_discriminator
 from ae_course.exercises.ssaae_checks import (check_choose_labelled, check_class_discriminator, check_error_rate,
                                               optimal_class_discriminator)
@@ -127,17 +128,6 @@ def test_class_discriminator_names_each_mistake(needle, answer):
 # ------------------------------------------------------------------------------------ the labelled subset
 
 
-def right_choice(labels, per_class, seed):
-    if per_class < 1:
-        raise ValueError("per_class must be >= 1")
-    gen = torch.Generator().manual_seed(seed)
-    chosen = []
-    for k in range(int(labels.max()) + 1):
-        rows = torch.nonzero(labels == k).flatten()
-        if len(rows) < per_class:
-            raise ValueError(f"class {k} has only {len(rows)} examples")
-        chosen.append(rows[torch.randperm(len(rows), generator=gen)[:per_class]])
-    return torch.cat(chosen)
 
 
 def numpy_choice(labels, per_class, seed):
@@ -155,7 +145,7 @@ def numpy_choice(labels, per_class, seed):
 
 
 def test_choose_labelled_accepts_right_answers():
-    assert check_choose_labelled(right_choice)
+    assert check_choose_labelled(choose_labelled)
     assert check_choose_labelled(numpy_choice)
 
 
@@ -187,19 +177,19 @@ def first_rows(labels, per_class, seed):
 
 
 def seed_ignored(labels, per_class, seed):
-    return right_choice(labels, per_class, 0) if per_class >= 1 else right_choice(labels, per_class, seed)
+    return choose_labelled(labels, per_class, 0) if per_class >= 1 else choose_labelled(labels, per_class, seed)
 
 
 def mask(labels, per_class, seed):
     out = torch.zeros(len(labels), dtype=torch.bool)
-    out[right_choice(labels, per_class, seed)] = True
+    out[choose_labelled(labels, per_class, seed)] = True
     return out
 
 
 def raises_index_error(labels, per_class, seed):
     if per_class > int(torch.bincount(labels).min()) or per_class < 1:
         raise IndexError("too few")
-    return right_choice(labels, per_class, seed)
+    return choose_labelled(labels, per_class, seed)
 
 
 @pytest.mark.parametrize("needle, fn", [
@@ -210,14 +200,14 @@ def raises_index_error(labels, per_class, seed):
     ("first per_class rows", first_rows),
     ("seed is ignored", seed_ignored),
     ("boolean mask", mask),
-    ("class labels, not row indices", lambda y, n, s: y[right_choice(y, n, s)]),
-    ("dtype torch.float32", lambda y, n, s: right_choice(y, n, s).float()),
-    ("outside 0..599", lambda y, n, s: right_choice(y, n, s) + 600),
-    ("expected per_class * K", lambda y, n, s: right_choice(y, n, s)[:-1]),
+    ("class labels, not row indices", lambda y, n, s: y[choose_labelled(y, n, s)]),
+    ("dtype torch.float32", lambda y, n, s: choose_labelled(y, n, s).float()),
+    ("outside 0..599", lambda y, n, s: choose_labelled(y, n, s) + 600),
+    ("expected per_class * K", lambda y, n, s: choose_labelled(y, n, s)[:-1]),
     ("raised IndexError instead of ValueError", raises_index_error),
     ("raised ZeroDivisionError", lambda y, n, s: 1 / 0),
     ("return a 1-D tensor", lambda y, n, s: None),
-    ("shape", lambda y, n, s: right_choice(y, n, s)[None]),
+    ("shape", lambda y, n, s: choose_labelled(y, n, s)[None]),
 ])
 def test_choose_labelled_names_each_mistake(needle, fn):
     feedback = check_choose_labelled(fn)
