@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .losses import bernoulli_log_likelihood
-from .models import check_input, mlp, one_hot
+from .models import check_input, mlp, with_labels
 from .priors import GaussianPrior, Prior
 from .training import update
 
@@ -261,13 +261,7 @@ class AdversarialAutoencoder(AdversarialModel):
         for labels outside 0..n_classes-1 (see :func:`ae_course.models.one_hot`).
         """
         check_input(z, self.latent_dim, "z", like=self._weight())
-        if self.n_classes == 0:
-            if y is not None:
-                raise ValueError("this AAE is unsupervised (n_classes=0): its decoder takes no labels")
-            return self.decoder(z)
-        if y is None:
-            raise ValueError(f"this AAE's decoder is conditioned on labels (n_classes={self.n_classes}): pass y")
-        return self.decoder(torch.cat([z, one_hot(y, self.n_classes, z.shape[0], like=z)], dim=1))
+        return self.decoder(with_labels(z, y, self.n_classes, self))
 
     def forward(self, x: torch.Tensor, y=None) -> torch.Tensor:
         """x (B, input_dim) [, y] -> reconstruction logits (B, input_dim)."""

@@ -57,6 +57,7 @@ import platformdirs
 import torch
 
 from .files import atomic_write
+from .losses import check_unit_interval
 
 __all__ = [
     "MIRRORS", "ChecksumError", "DataFallbackWarning", "DownloadError", "IDXError", "ImageData", "binarize_dynamic",
@@ -430,8 +431,7 @@ def load_fashion_mnist(split: str = "train", source: str = "auto", data_dir: str
 def _check_unit(x: torch.Tensor) -> None:
     if not x.is_floating_point():
         raise TypeError(f"expected a floating-point tensor of intensities in [0, 1], got {x.dtype}")
-    if not ((x >= 0) & (x <= 1)).all():
-        raise ValueError(f"expected values in [0, 1], found values outside it (min {x.min().item():g}, max {x.max().item():g})")
+    check_unit_interval(x, purpose="for binarization (pixel intensities)")
 
 
 def binarize_dynamic(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from torch.distributions import Independent, Normal
 
 
-def check_unit_interval(x: torch.Tensor, name: str = "x") -> None:
-    """Raise ValueError unless every entry of x lies in [0, 1] (NaN fails too).
+def check_unit_interval(x: torch.Tensor, name: str = "x", purpose: str = "for a Bernoulli likelihood") -> None:
+    """Raise ValueError unless every entry of x lies in [0, 1] (NaN fails too); the message names `name`,
+    `purpose`, the range found, and hints at dividing by 255 when the values look like raw bytes.
 
     A Bernoulli likelihood is only defined for targets in [0, 1]: images of raw byte values 0..255 would
-    otherwise train to a loss of about -4e9 nats without a word.
+    otherwise train to a loss of about -4e9 nats without a word. Binarization needs the same range.
     """
     if not x.numel():
         return
@@ -25,7 +26,7 @@ def check_unit_interval(x: torch.Tensor, name: str = "x") -> None:
         span = f"[{finite.min().item():g}, {finite.max().item():g}]" if finite.numel() else "no finite values"
         nan = ", with NaN or infinite entries" if finite.numel() < x.numel() else ""
         hint = " (raw pixel values? divide by 255)" if finite.numel() and finite.max() > 1 else ""
-        raise ValueError(f"{name} must lie in [0, 1] for a Bernoulli likelihood, got values in {span}{nan}{hint}")
+        raise ValueError(f"{name} must lie in [0, 1] {purpose}, got values in {span}{nan}{hint}")
 
 
 def _check_pair(x: torch.Tensor, other: torch.Tensor, other_name: str) -> None:

@@ -149,15 +149,13 @@ class Autoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor, y=None) -> torch.Tensor:
         """x: (B, input_dim) -> z: (B, latent_dim). Raises ValueError for a wrong shape or dtype, NaN, or labels."""
-        _no_labels(self, y)
         check_input(x, self.input_dim, like=self.decoder[0].weight)
-        return self.encoder(x)
+        return self.encoder(with_labels(x, y, 0, self))
 
     def decode(self, z: torch.Tensor, y=None) -> torch.Tensor:
         """z: (B, latent_dim) -> logits (B, input_dim); the image is sigmoid(logits)."""
-        _no_labels(self, y)
         check_input(z, self.latent_dim, "z", like=self.decoder[0].weight)
-        return self.decoder(z)
+        return self.decoder(with_labels(z, y, 0, self))
 
     def forward(self, x: torch.Tensor, y=None) -> torch.Tensor:
         """x: (B, input_dim) -> reconstruction logits (B, input_dim)."""
@@ -181,9 +179,23 @@ class Autoencoder(nn.Module):
         return -self.log_likelihood(x, self(x, y))
 
 
-def _no_labels(model: nn.Module, y) -> None:
-    if y is not None:
-        raise ValueError(f"{type(model).__name__} is not conditioned on a label: call it without y")
+def with_labels(t: torch.Tensor, y, n_classes: int, owner: nn.Module) -> torch.Tensor:
+    """The input of a network that may read a label: t (B, d) itself when ``n_classes == 0``, else t with
+    one_hot(y) appended as its last n_classes columns, (B, d + n_classes), in t's dtype and device.
+
+    The one place where every model of the package (``Autoencoder``, ``VAE`` / ``ConditionalVAE``,
+    ``AdversarialAutoencoder``) decides whether it takes labels. Raises ValueError, naming `owner`'s class,
+    when y is given to an unconditional model or missing for a conditional one, and as :func:`one_hot`.
+    """
+    name = type(owner).__name__
+    if n_classes == 0:
+        if y is not None:
+            raise ValueError(f"{name} is not conditioned on a label (n_classes=0): call it without y "
+                             "(it takes no labels)")
+        return t
+    if y is None:
+        raise ValueError(f"{name} is conditioned on a label (n_classes={n_classes}): pass y")
+    return torch.cat([t, one_hot(y, n_classes, t.shape[0], like=t)], dim=1)
 
 
 def one_hot(y, n_classes: int, batch_size: int | None = None, like: torch.Tensor | None = None) -> torch.Tensor:

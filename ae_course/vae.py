@@ -28,7 +28,7 @@ from torch import nn
 from torch.distributions import Independent
 
 from .losses import gaussian_kl, reparameterize, standard_normal
-from .models import Likelihood, check_input, check_likelihood, log_likelihood, mlp, one_hot
+from .models import Likelihood, check_input, check_likelihood, log_likelihood, mlp, with_labels
 
 __all__ = ["VAE", "ConditionalVAE", "LOG_VAR_MIN", "LOG_VAR_MAX"]
 
@@ -98,16 +98,6 @@ class VAE(nn.Module):
         """p(z) = N(0, I): :func:`ae_course.losses.standard_normal` with event shape (latent_dim,), on the model's device."""
         return standard_normal(self.latent_dim, like=self.decoder[0].weight)
 
-    def _with_labels(self, t: torch.Tensor, y) -> torch.Tensor:
-        """t, or t with one_hot(y) appended as its last n_classes columns (conditional VAE)."""
-        if self.n_classes == 0:
-            if y is not None:
-                raise ValueError("this VAE is not conditioned on a label (n_classes=0): call it without y")
-            return t
-        if y is None:
-            raise ValueError(f"this VAE is conditioned on a label (n_classes={self.n_classes}): pass y")
-        return torch.cat([t, one_hot(y, self.n_classes, t.shape[0], like=t)], dim=1)
-
     def encode(self, x: torch.Tensor, y=None) -> tuple[torch.Tensor, torch.Tensor]:
         """q_phi(z|x[, y]): x (B, input_dim) -> (mu, log_var), each (B, latent_dim); log_var clamped to [-30, 20].
 
@@ -115,7 +105,7 @@ class VAE(nn.Module):
         y is missing (conditional) or given (unconditional), or for labels :func:`~ae_course.models.one_hot` rejects.
         """
         check_input(x, self.input_dim, like=self.decoder[0].weight)
-        mu, log_var = self.encoder(self._with_labels(x, y)).chunk(2, dim=1)
+        mu, log_var = self.encoder(with_labels(x, y, self.n_classes, self)).chunk(2, dim=1)
         return mu, log_var.clamp(LOG_VAR_MIN, LOG_VAR_MAX)
 
     reparameterize = staticmethod(reparameterize)
@@ -124,7 +114,7 @@ class VAE(nn.Module):
         """p_theta(x|z[, y]): z (B, latent_dim) -> logits (B, input_dim); the image (or the Gaussian mean) is
         sigmoid(logits). Raises ValueError as :meth:`encode`, for z of shape (B, latent_dim)."""
         check_input(z, self.latent_dim, "z", like=self.decoder[0].weight)
-        return self.decoder(self._with_labels(z, y))
+        return self.decoder(with_labels(z, y, self.n_classes, self))
 
     def log_likelihood(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """log p_theta(x|z) given the decoder's logits: x, logits (B, input_dim) -> (B,) in nats.
