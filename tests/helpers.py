@@ -21,3 +21,27 @@ def choose_labelled(labels, per_class, seed):
             raise ValueError(f"class {k} has only {len(rows)} examples")
         chosen.append(rows[torch.randperm(len(rows), generator=gen)[:per_class]])
     return torch.cat(chosen)
+
+
+def snapshot(module):
+    """A copy of every parameter of `module`, by name."""
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def changed_modules(module, before):
+    """The top-level submodules of `module` with a parameter that differs from the `before` snapshot."""
+    return {name.split(".")[0] for name, p in module.named_parameters() if not torch.equal(p, before[name])}
+
+
+def record_phases(model, optimizers):
+    """Hook every optimizer: per phase (in the order they step), the top-level modules its step changed.
+    Returns (changed, handles); remove the handles when done."""
+    changed, before, handles = {}, {}, []
+    for phase, opt in optimizers.items():
+        def pre(optimizer, args, kwargs, phase=phase):
+            before[phase] = snapshot(model)
+
+        def post(optimizer, args, kwargs, phase=phase):
+            changed[phase] = changed_modules(model, before.pop(phase))
+        handles += [opt.register_step_pre_hook(pre), opt.register_step_post_hook(post)]
+    return changed, handles

@@ -18,7 +18,7 @@ from ae_course.evaluation import two_sample_accuracy
 from ae_course.models import one_hot
 from ae_course.priors import GaussianPrior, MixtureOfGaussiansPrior, SwissRollPrior
 
-from helpers import binary_data
+from helpers import binary_data, changed_modules, record_phases, snapshot
 
 pytestmark = pytest.mark.usefixtures("seed_and_one_thread")
 
@@ -91,32 +91,6 @@ def test_the_losses_are_binary_cross_entropies_computed_from_logits():
         generator_loss(torch.zeros(3, 1))
 
 
-def _snapshot(module):
-    return {name: p.detach().clone() for name, p in module.named_parameters()}
-
-
-def _changed(module, before):
-    groups = set()
-    for name, p in module.named_parameters():
-        if not torch.equal(p, before[name]):
-            groups.add(name.split(".")[0])
-    return groups
-
-
-def _record_phases(model, optimizers):
-    """Hook every optimizer: per phase (in the order they step), the top-level modules it changed."""
-    changed, before = {}, {}
-    handles = []
-    for phase, opt in optimizers.items():
-        def pre(optimizer, args, kwargs, phase=phase):
-            before[phase] = _snapshot(model)
-
-        def post(optimizer, args, kwargs, phase=phase):
-            changed[phase] = _changed(model, before.pop(phase))
-        handles += [opt.register_step_pre_hook(pre), opt.register_step_post_hook(post)]
-    return changed, handles
-
-
 @pytest.mark.parametrize("make, y", [
     (lambda: AdversarialAutoencoder(64, 2, hidden=(16,), prior=GaussianPrior(2, 5.0)), None),
     (lambda: AdversarialAutoencoder(64, 3, hidden=(16,), n_classes=4), torch.tensor([0, 1, 2, 3] * 4)),
@@ -126,7 +100,7 @@ def test_each_phase_updates_only_its_parameters(make, y):
     model, x = make(), binary_data(16, 64)
     opts = model.make_optimizers()
     assert set(opts) == {"reconstruction", "discriminator", "generator"}
-    changed, handles = _record_phases(model, opts)
+    changed, handles = record_phases(model, opts)
     try:
         adversarial_step(model, opts, x, y)
     finally:
@@ -318,7 +292,7 @@ def test_wrong_inputs_raise_clear_errors():
         model.reconstruction_loss(255 * binary_data(2, 64))
     with pytest.raises(ValueError, match="float64"):
         model.encode(binary_data(2, 64).double())
-    before = _snapshot(model)
+    before = snapshot(model)
     with pytest.raises(ValueError, match="exactly one of epochs and steps"):
         ae_course.train(model, binary_data(8, 64), progress=False)
     with pytest.raises(ValueError, match="takes no labels"):
@@ -329,17 +303,17 @@ def test_wrong_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="needs a SemiSupervisedAAE"):
         ae_course.train(model, binary_data(8, 64), labelled=(binary_data(2, 64), torch.tensor([0, 1])), steps=1,
                         progress=False)
-    assert _changed(model, before) == set()
+    assert changed_modules(model, before) == set()
 
 
 def test_an_input_with_a_nan_is_refused_before_any_update():
     model = AdversarialAutoencoder(64, 2, hidden=(16,))
     x = binary_data(8, 64)
     x[0, 0] = float("nan")
-    before = _snapshot(model)
+    before = snapshot(model)
     with pytest.raises(ValueError, match="NaN or infinite"):
         ae_course.train(model, x, steps=1, batch_size=8, progress=False)
-    assert _changed(model, before) == set()
+    assert changed_modules(model, before) == set()
 
 
 class _NaNAtCall(AdversarialAutoencoder):

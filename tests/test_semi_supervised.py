@@ -10,21 +10,13 @@ import ae_course
 from ae_course import SemiSupervisedAAE
 from ae_course.aae import adversarial_step, make_optimizers
 
-from helpers import binary_data
+from helpers import binary_data, record_phases
 
 pytestmark = pytest.mark.usefixtures("seed_and_one_thread")
 
 
 def _small(**kwargs):
     return SemiSupervisedAAE(64, **{"n_classes": 3, "style_dim": 2, "hidden": (16,), **kwargs})
-
-
-def _snapshot(module):
-    return {name: p.detach().clone() for name, p in module.named_parameters()}
-
-
-def _changed(module, before):
-    return {name.split(".")[0] for name, p in module.named_parameters() if not torch.equal(p, before[name])}
 
 
 def test_the_encoder_splits_class_logits_and_style_and_the_decoder_reads_both():
@@ -92,14 +84,7 @@ def test_each_phase_updates_only_its_parameters():
     model, x, labels = _small(), binary_data(12, 64), torch.tensor([0, 1, 2] * 4)
     opts = model.make_optimizers()
     assert set(opts) == {"reconstruction", "discriminator", "generator", "classification"}
-    changed, before, handles = {}, {}, []
-    for phase, opt in opts.items():
-        def pre(optimizer, args, kwargs, phase=phase):
-            before[phase] = _snapshot(model)
-
-        def post(optimizer, args, kwargs, phase=phase):
-            changed[phase] = _changed(model, before.pop(phase))
-        handles += [opt.register_step_pre_hook(pre), opt.register_step_post_hook(post)]
+    changed, handles = record_phases(model, opts)
     try:
         adversarial_step(model, opts, x, labelled=(x, labels))
     finally:
