@@ -173,6 +173,18 @@ class AdversarialModel(nn.Module):
     training_step = adversarial_step
     make_optimizers = make_optimizers
 
+    def __init__(self, input_dim: int, latent_dim: int, n_classes: int, hidden: Sequence[int], activation: str,
+                 discriminator_hidden: Sequence[int], prior: Prior | None, latent_name: str = "latent_dim"):
+        """Store the settings every adversarial autoencoder shares; the prior on z defaults to N(0, I).
+        Raises ValueError for a prior of another dimension than latent_dim (named `latent_name`)."""
+        super().__init__()
+        self.input_dim, self.latent_dim, self.n_classes = int(input_dim), int(latent_dim), int(n_classes)
+        self.hidden, self.activation = tuple(int(h) for h in hidden), activation
+        self.discriminator_hidden = tuple(int(h) for h in discriminator_hidden)
+        self.prior = prior if prior is not None else GaussianPrior(self.latent_dim, 1.0)
+        if self.prior.dim != self.latent_dim:
+            raise ValueError(f"the prior has dimension {self.prior.dim} but {latent_name} is {self.latent_dim}")
+
     def log_likelihood(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """log p(x|z) under Bernoulli pixels from the decoder's logits, (B,) in nats (x in [0, 1])."""
         return bernoulli_log_likelihood(x, logits)
@@ -222,15 +234,9 @@ class AdversarialAutoencoder(AdversarialModel):
     def __init__(self, input_dim: int = 784, latent_dim: int = 2, hidden: Sequence[int] = (512, 256),
                  activation: str = "relu", prior: Prior | None = None, n_classes: int = 0,
                  discriminator_hidden: Sequence[int] = (256, 256)):
-        super().__init__()
         if int(latent_dim) < 1 or int(n_classes) < 0:
             raise ValueError(f"need latent_dim >= 1 and n_classes >= 0, got {latent_dim}, {n_classes}")
-        self.input_dim, self.latent_dim, self.n_classes = int(input_dim), int(latent_dim), int(n_classes)
-        self.hidden, self.activation = tuple(int(h) for h in hidden), activation
-        self.discriminator_hidden = tuple(int(h) for h in discriminator_hidden)
-        self.prior = prior if prior is not None else GaussianPrior(self.latent_dim, 1.0)
-        if self.prior.dim != self.latent_dim:
-            raise ValueError(f"the prior has dimension {self.prior.dim} but latent_dim is {self.latent_dim}")
+        super().__init__(input_dim, latent_dim, n_classes, hidden, activation, discriminator_hidden, prior)
         self.encoder = mlp([self.input_dim, *hidden, self.latent_dim], activation)
         self.decoder = mlp([self.latent_dim + self.n_classes, *reversed(tuple(hidden)), self.input_dim], activation)
         self.discriminator = Discriminator(self.latent_dim, discriminator_hidden, activation)

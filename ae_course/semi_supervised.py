@@ -21,7 +21,7 @@ from torch import nn
 
 from .aae import AdversarialModel, Discriminator, discriminator_loss, generator_loss
 from .models import check_input, mlp, one_hot
-from .priors import CategoricalPrior, GaussianPrior, Prior
+from .priors import CategoricalPrior, Prior
 
 __all__ = ["SemiSupervisedAAE"]
 
@@ -47,15 +47,10 @@ class SemiSupervisedAAE(AdversarialModel):
     def __init__(self, input_dim: int = 784, n_classes: int = 10, style_dim: int = 10,
                  hidden: Sequence[int] = (512, 256), activation: str = "relu", prior: Prior | None = None,
                  discriminator_hidden: Sequence[int] = (256, 256)):
-        super().__init__()
         if int(n_classes) < 2 or int(style_dim) < 1:
             raise ValueError(f"need n_classes >= 2 and style_dim >= 1, got {n_classes}, {style_dim}")
-        self.input_dim, self.n_classes, self.latent_dim = int(input_dim), int(n_classes), int(style_dim)
-        self.hidden, self.activation = tuple(int(h) for h in hidden), activation
-        self.discriminator_hidden = tuple(int(h) for h in discriminator_hidden)
-        self.prior = prior if prior is not None else GaussianPrior(self.latent_dim, 1.0)
-        if self.prior.dim != self.latent_dim:
-            raise ValueError(f"the prior has dimension {self.prior.dim} but style_dim is {self.latent_dim}")
+        super().__init__(input_dim, style_dim, n_classes, hidden, activation, discriminator_hidden, prior,
+                         latent_name="style_dim")
         self.class_prior = CategoricalPrior(self.n_classes)
         self.encoder = mlp([self.input_dim, *hidden, self.n_classes + self.latent_dim], activation)
         self.decoder = mlp([self.n_classes + self.latent_dim, *reversed(tuple(hidden)), self.input_dim], activation)
