@@ -13,7 +13,7 @@ with W of shape (D, d). Everything a VAE has to estimate is available here in cl
   E_q[log p(x|z)] - KL(q || p(z)), with E_q[log p(x|z)] in closed form;
 * the maximum-likelihood fit to data (Tipping & Bishop 1999, eqs. 7 and 8).
 
-That makes it the test bed of chapter 2: ELBO <= log p(x), with equality exactly when q is the posterior,
+That makes it the test bed of chapter 3: ELBO <= log p(x), with equality exactly when q is the posterior,
 and log p(x) - ELBO = KL(q || p(z|x)) (Kingma & Welling 2014, eqs. 1-3).
 
 :class:`LinearGaussian` follows the VAE protocol of :mod:`ae_course.evaluation` (``encode``, ``decode``,

@@ -19,7 +19,7 @@ then the total, prints a table and writes JSON to ``benchmarks/results/``. The g
 whole book in under 10 minutes on a 2-core CPU.
 
     python benchmarks/book_timing.py                          # every chapter, full MNIST from ../shared/data
-    python benchmarks/book_timing.py --only 02_elbo 03_gaussian_kl
+    python benchmarks/book_timing.py --only 03_elbo 04_gaussian_kl
     python benchmarks/book_timing.py --embedded               # the data a reader without a download gets
 
 Data: the chapters load MNIST through ``ae_course.data``, which reads ``$AE_COURSE_DATA``. This script sets it

@@ -328,7 +328,7 @@ def test_fashion_mnist_with_nothing_available_says_what_was_tried(tmp_path, monk
     with pytest.raises(RuntimeError) as info:
         data.load_fashion_mnist("test", data_dir=tmp_path, timeout=2)
     message = str(info.value)
-    assert "\n" not in message  # chapter 5 prints the first line only
+    assert "\n" not in message  # chapter 6 prints the first line only
     assert "fashion-mnist" in message and "t10k-images-idx3-ubyte.gz" in message
     assert ("AE_COURSE_OFFLINE" if offline else closed_port_url) in message
     assert "no embedded copy" in message

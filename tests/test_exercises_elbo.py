@@ -1,4 +1,4 @@
-"""Chapter 2's checkers accept the right answers and name the typical mistakes."""
+"""Chapter 3's checkers accept the right answers and name the typical mistakes."""
 import math
 
 import torch

@@ -1,4 +1,4 @@
-"""The checkers of chapter 4 accept the right answers and name the typical mistakes."""
+"""The checkers of chapter 5 accept the right answers and name the typical mistakes."""
 import math
 
 import torch

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter 2, latent variable models and the ELBO."""
+"""Checkers for the exercises of chapter 3, latent variable models and the ELBO."""
 from __future__ import annotations
 
 import math
@@ -30,7 +30,7 @@ def check_linear_gaussian_elbo(fn: Callable[..., torch.Tensor]) -> Feedback:
 
     Diagnoses: a missing variance (trace) term, sigma_j in place of sigma_j^2 in it, a missing or added KL,
     a missing normalizing constant, no sum over pixels, a Monte Carlo answer, returning log p(x).
-    Chapter 2, exercise "The ELBO of probabilistic PCA in closed form".
+    Chapter 3, exercise "The ELBO of probabilistic PCA in closed form".
     """
     model, x, mu, log_var = _toy_problem()
     got = as_vector(call_learner(fn, model, x, mu, log_var), len(x), "your ELBO", mistakes=[
@@ -74,7 +74,7 @@ def check_elbo_gap(gap, model: LinearGaussian, x: torch.Tensor, mu: torch.Tensor
     r"""Check ``gap`` = log p(x) - ELBO(q), (B,) in nats, for q = N(mu, diag(exp(log_var))) under ``model``.
 
     By Kingma & Welling (2014, eq. 1) it equals KL(q || p(z|x)). Diagnoses: a single number, the reversed
-    KL(p(z|x) || q), the KL to the prior, a flipped sign, the ELBO or log p(x) themselves. Chapter 2.
+    KL(p(z|x) || q), the KL to the prior, a flipped sign, the ELBO or log p(x) themselves. Chapter 3.
     """
     expected = (model.log_marginal(x) - model.elbo(x, mu, log_var)).double()
     got = as_vector(gap, len(x), "the gap", mistakes=[
@@ -103,7 +103,7 @@ def check_k1_estimate(samples, model: LinearGaussian, x: torch.Tensor, mu: torch
     r"""Check that ``samples`` (R,), R >= 100 independent importance-sampled estimates with k = 1 for the single
     image x (1, D) and proposal q = N(mu, diag(exp(log_var))), average to the closed-form ELBO within 4
     standard errors (Burda et al. 2016: E[L_1] = ELBO). Diagnoses: a single number, identical values (the
-    exact posterior as proposal), a mean above the ELBO (k > 1). Chapter 2.
+    exact posterior as proposal), a mean above the ELBO (k > 1). Chapter 3.
     """
     if x.dim() != 2 or len(x) != 1:
         raise ValueError(f"x must be one image of shape (1, D), got {tuple(x.shape)}")

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter 3, the KL divergence between Gaussians in closed form."""
+"""Checkers for the exercises of chapter 4, the KL divergence between Gaussians in closed form."""
 from __future__ import annotations
 
 import math
@@ -35,7 +35,7 @@ def check_gaussian_kl(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
 
     Diagnoses: no sum over dimensions, summing over the batch, a missing 1/2, sigma in place of sigma^2,
     log_var read as log sigma, a flipped sign, a mean over dimensions, a missing -1 or mu^2, and a KL that
-    overflows to inf at log_var = -120 (log(exp(log_var)) in single precision). Chapter 3.
+    overflows to inf at log_var = -120 (log(exp(log_var)) in single precision). Chapter 4.
     """
     mu, log_var = _inputs()
     batch, dim = mu.shape
@@ -79,7 +79,7 @@ def check_general_gaussian_kl(fn: Callable[..., torch.Tensor]) -> Feedback:
     = sum_j [ log(s2_j / s1_j) + (s1_j^2 + (mu1_j - mu2_j)^2) / (2 s2_j^2) - 1/2 ], against
     ``torch.distributions.kl_divergence``. Diagnoses: the reversed direction, a missing 1/2, (mu1 - mu2)^2 not
     divided by s2^2, standard deviations in place of variances, no sum, sum over the batch, a flipped sign.
-    Chapter 3.
+    Chapter 4.
     """
     mu1, log_var1 = _inputs(1)
     mu2, log_var2 = _inputs(2)
@@ -128,7 +128,7 @@ def check_mc_kl(estimate, standard_error, mu: torch.Tensor, log_var: torch.Tenso
     mu, log_var: (L,), one example. The estimate must be within 4 standard errors of the closed form; the
     standard error within 20 % of the true one, :func:`mc_kl_standard_deviation` / sqrt(n). Diagnoses: a
     standard deviation reported as the error, division by n instead of sqrt(n), a variance instead of a
-    standard deviation, a flipped sign. Chapter 3.
+    standard deviation, a flipped sign. Chapter 4.
     """
     estimate = as_number(estimate, "the estimate")
     standard_error = as_number(standard_error, "the standard error")

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter 4, the reparameterization trick."""
+"""Checkers for the exercises of chapter 5, the reparameterization trick."""
 from __future__ import annotations
 
 import functools
@@ -20,7 +20,7 @@ def check_reparameterize(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
 
     Diagnoses the variance exp(log_var) or log_var itself used as the scale, the precision exp(-log_var / 2),
     fresh noise instead of the given eps, a missing mu or noise term, a wrong shape, and a z that is cut
-    off from the graph (e.g. ``Normal(...).sample()`` or ``.detach()``). Chapter 4, exercise "reparameterize".
+    off from the graph (e.g. ``Normal(...).sample()`` or ``.detach()``). Chapter 5, exercise "reparameterize".
     """
     gen = torch.Generator().manual_seed(0)
     mu = torch.randn(6, 3, generator=gen)
@@ -83,7 +83,7 @@ def check_toy_gradient(grad_mu, grad_log_var, mu: Sequence[float], log_var: Sequ
 
     grad_mu = 2 (mu - c) and grad_log_var = sigma^2 = exp(log_var), each of D entries. Diagnoses a missing
     factor 2, a flipped sign, the derivative with respect to sigma (2 sigma) or to the variance (1) instead
-    of the log-variance. Chapter 4, exercise "closed-form gradient".
+    of the log-variance. Chapter 5, exercise "closed-form gradient".
     """
     mu_t, lv_t, c_t = (torch.as_tensor(v, dtype=torch.float64).flatten() for v in (mu, log_var, c))
     D = mu_t.numel()
@@ -145,7 +145,7 @@ def check_score_function_1d(fn: Callable) -> Feedback:
     of eps / sigma, the derivative of f (pathwise) instead of its value, the score with respect to the
     variance, a missing 1/2, an average instead of per-sample estimates). An answer that differs per
     sample but is unbiased (e.g. with a baseline) passes with a note, after a test on 200,000 samples.
-    Chapter 4, exercise "score function in 1-D".
+    Chapter 5, exercise "score function in 1-D".
     """
     mu, log_var = 0.5, math.log(0.64)  # sigma = 0.8
     sigma = math.exp(log_var / 2)
