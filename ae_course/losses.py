@@ -115,7 +115,8 @@ def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     if mu.dim() != 2:
         raise ValueError(f"mu must have shape (B, L), got {tuple(mu.shape)}")
     if log_var.shape != mu.shape:
-        raise ValueError(f"mu has shape {tuple(mu.shape)} but log_var has shape {tuple(log_var.shape)}; they must match")
+        raise ValueError(f"mu has shape {tuple(mu.shape)} but log_var has shape {tuple(log_var.shape)}; "
+                         "they must match")
     return 0.5 * (mu.pow(2) + log_var.exp() - log_var - 1.0).sum(dim=1)
 
 
