@@ -121,7 +121,8 @@ class LinearGaussian:
         return self.marginal.log_prob(self._x(x))
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact p(z|x) = N(M^{-1} W^T (x - b), sigma^2 M^{-1}), M = W^T W + sigma^2 I (Tipping & Bishop 1999, eq. 6).
+        """Exact p(z|x) = N(M^{-1} W^T (x - b), sigma^2 M^{-1}), M = W^T W + sigma^2 I
+        (Tipping & Bishop 1999, eq. 6).
 
         x: (B, D). Returns (mean (B, d), covariance (d, d)); the covariance does not depend on x.
         Raises ValueError unless x is (B, D).
@@ -226,10 +227,10 @@ class LinearGaussian:
         r"""ELBO(q) = E_q[log p(x|z)] - KL(q || p(z)) for q = N(mu, diag(exp(log_var))), (B,) in nats.
 
         Kingma & Welling (2014), eq. 3. With ``n_samples=None`` both terms are exact (closed form, see
-        :meth:`expected_log_likelihood` and :func:`ae_course.gaussian_kl`); with an integer S the first term is
-        the Monte Carlo average over S reparameterized samples z = mu + exp(log_var / 2) eps (eq. 10), an
-        unbiased estimate of the same number. Always ELBO <= :meth:`log_marginal`, with
-        log p(x) - ELBO = :meth:`posterior_kl`.
+        :meth:`expected_log_likelihood` and :func:`ae_course.gaussian_kl`); with an integer S the first term
+        is the Monte Carlo average over S reparameterized samples z = mu + exp(log_var / 2) eps (eq. 10), an
+        unbiased estimate of the same number. Always ELBO <= :meth:`log_marginal`, with log p(x) - ELBO =
+        :meth:`posterior_kl`.
 
         x: (B, D); mu, log_var: (B, d). Raises ValueError on bad shapes or n_samples < 1.
         """
