@@ -96,3 +96,68 @@ def test_k1_checker():
     assert "at least 100" in check_k1_estimate(samples[:10], model, x1, mu1, lv1).message
     assert "None" in check_k1_estimate(None, model, x1, mu1, lv1).message
     assert "standard errors" in check_k1_estimate(samples - 5, model, x1, mu1, lv1).message
+
+
+def _log_w(model, x, z, mu, log_var, prior=True, sign=-1):
+    n, batch, dim = z.shape
+    x_rep = x.expand(n, batch, x.shape[1]).reshape(n * batch, -1)
+    log_px_z = model.log_likelihood(x_rep, model.decode(z.reshape(n * batch, dim))).reshape(n, batch)
+    log_q = torch.distributions.Normal(mu, torch.exp(0.5 * log_var)).log_prob(z).sum(2)
+    return log_px_z + (model.prior.log_prob(z) if prior else 0) + sign * log_q
+
+
+def right_estimate(model, x, mu, log_var, eps):
+    log_w = _log_w(model, x, mu + torch.exp(0.5 * log_var) * eps, mu, log_var)
+    return torch.logsumexp(log_w, dim=0) - math.log(len(eps))
+
+
+def _high_density_problem():
+    """float32, log p(x) above 100 nats: exp(log w) overflows."""
+    gen = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(60, 4, generator=gen))
+    model = LinearGaussian(Q * torch.tensor([1.0, 0.8, 0.6, 0.4]), torch.zeros(60), 0.02)
+    x = model.sample(8, generator=gen)
+    mu, log_var = model.encode(x)
+    return model, x, mu, log_var + math.log(2)
+
+
+def test_log_px_estimate_checker():
+    from ae_course.exercises.elbo_checks import check_log_px_estimate
+    model, x, mu, log_var = _high_density_problem()
+    assert model.log_marginal(x).min() > 100
+    feedback = check_log_px_estimate(right_estimate, model, x, mu, log_var, K=100)
+    assert feedback and "matches importance_sampled_log_likelihood" in feedback.message, feedback
+
+    def z_of(mu, lv, eps):
+        return mu + torch.exp(0.5 * lv) * eps
+
+    def lme(log_w):
+        return torch.logsumexp(log_w, 0) - math.log(len(log_w))
+
+    cases = {
+        "log space": lambda m, x, mu, lv, eps: torch.log(torch.exp(_log_w(m, x, z_of(mu, lv, eps), mu, lv)).mean(0)),
+        "-log K is missing": lambda m, x, mu, lv, eps: torch.logsumexp(_log_w(m, x, z_of(mu, lv, eps), mu, lv), 0),
+        "averaged the log-weights": lambda m, x, mu, lv, eps: _log_w(m, x, z_of(mu, lv, eps), mu, lv).mean(0),
+        "wrong sign": lambda m, x, mu, lv, eps: lme(_log_w(m, x, z_of(mu, lv, eps), mu, lv, sign=1)),
+        "left out q": lambda m, x, mu, lv, eps: lme(_log_w(m, x, z_of(mu, lv, eps), mu, lv, sign=0)),
+        "prior is missing": lambda m, x, mu, lv, eps: lme(_log_w(m, x, z_of(mu, lv, eps), mu, lv, prior=False)),
+        "weighted them as if": lambda m, x, mu, lv, eps: lme(_log_w(m, x, eps, mu, lv)),
+        "naive estimator": lambda m, x, mu, lv, eps: lme(_log_w(m, x, eps, mu, lv, prior=False, sign=0)),
+        "variance exp(log_var) as the standard deviation":
+            lambda m, x, mu, lv, eps: lme(_log_w(m, x, mu + lv.exp() * eps, mu, 2 * lv)),
+        "log q uses the wrong scale": lambda m, x, mu, lv, eps: lme(_log_w(m, x, z_of(mu, lv, eps), mu, 2 * lv)),
+        "draws its own noise": lambda m, x, mu, lv, eps: right_estimate(m, x, mu, lv, torch.randn_like(eps)),
+        "one value per sample": lambda m, x, mu, lv, eps: _log_w(m, x, z_of(mu, lv, eps), mu, lv),
+        "over the images": lambda m, x, mu, lv, eps: torch.logsumexp(_log_w(m, x, z_of(mu, lv, eps), mu, lv), 1),
+        "single number": lambda m, x, mu, lv, eps: right_estimate(m, x, mu, lv, eps).mean(),
+        "NotImplementedError": lambda *args: (_ for _ in ()).throw(NotImplementedError()),
+        "returned None": lambda *args: None,
+        "differ": lambda m, x, mu, lv, eps: right_estimate(m, x, mu, lv, eps) + 0.5,
+    }
+    for needle, fn in cases.items():
+        feedback = check_log_px_estimate(fn, model, x, mu, log_var, K=100)
+        assert not feedback and needle in feedback.message and str(feedback).startswith("Not yet"), (needle, feedback)
+    # right on the small model, wrong only on the given one
+    feedback = check_log_px_estimate(lambda m, x, mu, lv, eps: right_estimate(m, x, mu, lv, eps) + (len(x) == 8),
+                                     model, x, mu, log_var, K=100)
+    assert not feedback and "differ from importance_sampled_log_likelihood" in feedback.message, feedback

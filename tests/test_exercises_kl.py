@@ -74,7 +74,7 @@ def test_mc_kl_checker():
     assert abs(terms.std().item() - mc_kl_standard_deviation(mu, log_var)) < 0.05
     assert check_mc_kl(estimate, se, mu, log_var, n)
     for (e, s), needle in [((estimate, terms.std()), "standard deviation of a single term"),
-                           ((estimate, terms.std() / n), "divided the standard deviation by n"),
+                           ((estimate, terms.std() / n), "divided the standard deviation by S"),
                            ((estimate, terms.var() / n), "square root"),
                            ((estimate, 10 * se), "should be about"),
                            ((estimate, -se), "positive"),
@@ -84,3 +84,59 @@ def test_mc_kl_checker():
                            ((terms, se), "single number")]:
         feedback = check_mc_kl(e, s, mu, log_var, n)
         assert not feedback and needle in feedback.message, (needle, feedback)
+
+
+def right_full_kl(mu0, cov0, mu1, cov1):
+    diff = (mu1 - mu0)[..., None]
+    trace = torch.diagonal(torch.linalg.solve(cov1, cov0), dim1=-2, dim2=-1).sum(-1)
+    mahalanobis = (diff.transpose(-2, -1) @ torch.linalg.solve(cov1, diff))[..., 0, 0]
+    return 0.5 * (trace + mahalanobis - mu0.shape[1] + torch.logdet(cov1) - torch.logdet(cov0))
+
+
+def test_full_kl_checker():
+    from ae_course.exercises.kl_checks import check_full_gaussian_kl, random_gaussians
+
+    mu0, cov0, mu1, cov1 = random_gaussians()
+    assert (torch.linalg.eigvalsh(cov0) > 0).all() and cov0[0, 0, 1].abs() > 0   # SPD, correlated
+    assert check_full_gaussian_kl(right_full_kl)
+    inv, logdet, solve = torch.linalg.inv, torch.logdet, torch.linalg.solve
+
+    def tr(a):
+        return torch.diagonal(a, dim1=-2, dim2=-1).sum(-1)
+
+    def maha(diff, matrix):
+        return (diff[..., None, :] @ matrix @ diff[..., None])[..., 0, 0]
+
+    def kl(trace, m, ld, d):
+        return 0.5 * (trace + m - d + ld)
+
+    def diag(c):
+        return torch.diag_embed(torch.diagonal(c, dim1=-2, dim2=-1))
+
+    cases = {
+        "tr(cov0^{-1} cov1)": lambda m0, c0, m1, c1: kl(tr(inv(c0) @ c1), maha(m1 - m0, inv(c1)),
+                                                      logdet(c1) - logdet(c0), m0.shape[1]),
+        "ratio is flipped": lambda m0, c0, m1, c1: kl(tr(solve(c1, c0)), maha(m1 - m0, inv(c1)),
+                                                      logdet(c0) - logdet(c1), m0.shape[1]),
+        "-d is missing": lambda m0, c0, m1, c1: kl(tr(solve(c1, c0)), maha(m1 - m0, inv(c1)),
+                                                   logdet(c1) - logdet(c0), 0),
+        "uses cov0": lambda m0, c0, m1, c1: kl(tr(solve(c1, c0)), maha(m1 - m0, inv(c0)),
+                                               logdet(c1) - logdet(c0), m0.shape[1]),
+        "needs the inverse": lambda m0, c0, m1, c1: kl(tr(solve(c1, c0)), maha(m1 - m0, c1),
+                                                       logdet(c1) - logdet(c0), m0.shape[1]),
+        "reverse direction": lambda m0, c0, m1, c1: right_full_kl(m1, c1, m0, c0),
+        "factor 1/2": lambda *a: 2 * right_full_kl(*a),
+        "sign is flipped": lambda *a: -right_full_kl(*a),
+        "only the diagonals": lambda m0, c0, m1, c1: right_full_kl(m0, diag(c0), m1, diag(c1)),
+        "pair of examples": lambda m0, c0, m1, c1: 0.5 * ((m1 - m0) @ (m1 - m0).T),
+        "one value per dimension": lambda m0, c0, m1, c1: (m1 - m0) ** 2,
+        "single number": lambda *a: right_full_kl(*a).sum(),
+        "for d = 12": lambda *a: right_full_kl(*a) + (a[0].shape[1] - 4),     # hard-coded d = 4
+        "NotImplementedError": lambda *a: (_ for _ in ()).throw(NotImplementedError()),
+        "returned None": lambda *a: None,
+        "not finite": lambda *a: right_full_kl(*a) * float("nan"),
+        "differ": lambda *a: right_full_kl(*a) + 0.1,
+    }
+    for needle, fn in cases.items():
+        feedback = check_full_gaussian_kl(fn)
+        assert not feedback and needle in feedback.message and str(feedback).startswith("Not yet"), (needle, feedback)

@@ -5,8 +5,9 @@ import math
 from typing import Callable
 
 import torch
-from torch.distributions import MultivariateNormal, kl_divergence
+from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
+from ..evaluation import importance_sampled_log_likelihood
 from ..linear_gaussian import LinearGaussian
 from ..losses import gaussian_kl
 from .feedback import (Feedback, as_vector, call_learner, checker, close, max_difference, mean_of, name_mistake,
@@ -129,3 +130,135 @@ def check_k1_estimate(samples, model: LinearGaussian, x: torch.Tensor, mu: torch
                                "and the given q (not the exact posterior) as the proposal.")
     return Feedback(False, f"{summary}: the mean is {abs(mean - elbo) / se:.1f} standard errors from the ELBO. "
                            "Propose from the given (mu, log_var), with k=1 for every estimate.")
+
+
+# ------------------------------------------------------------------------------------ importance sampling
+
+
+def _log_weights(model: LinearGaussian, x: torch.Tensor, z: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor,
+                 prior: bool = True, proposal: int = -1) -> torch.Tensor:
+    """log p(x|z) + [log p(z)] + proposal * log q(z|x) for z (K, B, d): (K, B). The right weight is proposal=-1."""
+    n, batch, dim = z.shape
+    x_rep = x.expand(n, *x.shape).reshape(n * batch, -1)
+    log_px_z = model.log_likelihood(x_rep, model.decode(z.reshape(n * batch, dim))).reshape(n, batch)
+    log_q = Normal(mu, torch.exp(0.5 * log_var)).log_prob(z).sum(-1)
+    return log_px_z + (model.prior.log_prob(z) if prior else 0) + proposal * log_q
+
+
+def _log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(log_w, dim=0) - math.log(len(log_w))
+
+
+def _estimator_mistakes(model, x, mu, log_var, eps) -> list[tuple[torch.Tensor, str]]:
+    """The typical wrong importance-sampling estimators, computed from the same noise eps (K, B, d)."""
+    std = torch.exp(0.5 * log_var)
+    z = mu + std * eps
+    log_w = _log_weights(model, x, z, mu, log_var)
+    lse = "torch.logsumexp(log_w, dim=0) - math.log(K)"
+    z_wide = mu + torch.exp(log_var) * eps
+    return [
+        (torch.logsumexp(log_w, dim=0), f"the -log K is missing: the estimate is the log of the *mean* weight, {lse}."),
+        (log_w.mean(0), "you averaged the log-weights: that is the mean of K one-sample ELBO estimates (a lower bound "
+                        f"that does not improve with K), not the log of the average weight, {lse}."),
+        (_log_mean_exp(_log_weights(model, x, z, mu, log_var, proposal=+1)),
+         "log q has the wrong sign: the weight is p(x, z) / q(z|x), so log w = log p(x|z) + log p(z) - log q(z|x)."),
+        (_log_mean_exp(_log_weights(model, x, z, mu, log_var, proposal=0)),
+         "you left out q: the weight is p(x, z) / q(z|x); subtract log q(z|x) (the density the samples came from)."),
+        (_log_mean_exp(_log_weights(model, x, z, mu, log_var, prior=False)),
+         "the prior is missing: the weight is p(x|z) p(z) / q(z|x); add model.prior.log_prob(z)."),
+        (_log_mean_exp(_log_weights(model, x, eps, mu, log_var)),
+         "your z are eps itself, samples from the prior N(0, I), but you weighted them as if they came from q. Draw "
+         "from q: z = mu + exp(log_var / 2) * eps."),
+        (_log_mean_exp(_log_weights(model, x, eps, mu, log_var, prior=False, proposal=0)),
+         "that is the naive estimator: z from the prior and weights p(x|z). It is valid but hopeless (hundreds of "
+         "nats short on MNIST); propose from q: z = mu + exp(log_var / 2) * eps, weights p(x, z) / q(z|x)."),
+        (_log_mean_exp(_log_weights(model, x, z_wide, mu, 2 * log_var)),
+         "you used the variance exp(log_var) as the standard deviation of q; the scale of q is exp(log_var / 2), "
+         "both in z = mu + exp(log_var / 2) * eps and in log q."),
+        (_log_mean_exp(_log_weights(model, x, z, mu, 2 * log_var)),
+         "log q uses the wrong scale: Normal(mu, scale) takes the standard deviation exp(log_var / 2), not the "
+         "variance exp(log_var)."),
+    ]
+
+
+def _toy_estimator_problem(n_samples: int = 50):
+    model, x, mu, log_var = _toy_problem()
+    gen = torch.Generator().manual_seed(1)
+    eps = torch.randn(n_samples, *mu.shape, generator=gen, dtype=mu.dtype)
+    return model, x, mu, log_var, eps
+
+
+def _estimate(fn, model, x, mu, log_var, eps, where: str) -> torch.Tensor:
+    n_samples, batch, _ = eps.shape
+    result = call_learner(fn, model, x, mu, log_var, eps, when=where)
+    return as_vector(result, batch, "your estimate", finite=False, mistakes=[
+        ((n_samples, batch), f"you returned one value per sample, shape (K, B) = {(n_samples, batch)}; combine the "
+                             "K log-weights of each image with torch.logsumexp over dim=0, minus log K."),
+        ((n_samples,), "you reduced over the images (dim=1); reduce over the K samples (dim=0) and return one "
+                       "estimate per image, shape (B,)."),
+        ((), "you returned a single number; return one estimate per image, shape (B,)."),
+    ])
+
+
+@checker
+def check_log_px_estimate(fn: Callable[..., torch.Tensor], model: LinearGaussian, x: torch.Tensor, mu: torch.Tensor,
+                          log_var: torch.Tensor, K: int = 1000, seed: int = 0) -> Feedback:
+    r"""Check ``fn(model, x, mu, log_var, eps) -> (B,)``: the importance-sampled estimate of log p(x) with proposal
+    q = N(mu, diag(exp(log_var))) and K samples z_k = mu + exp(log_var / 2) eps_k (eps of shape (K, B, d)),
+
+        log (1/K) sum_k p(x|z_k) p(z) / q(z_k|x)   (Burda, Grosse & Salakhutdinov 2016, eq. 8).
+
+    First on a small model (D = 7, d = 3, float64, K = 50): it must match the same formula computed from the same
+    eps to 1e-6 nats, and the typical mistakes are named: the weights averaged in linear space (caught on the
+    large problem), a missing -log K, the log-weights averaged (the ELBO), log q with the wrong sign or left out,
+    the prior left out, samples from the prior weighted as if from q, the naive prior estimator, the variance
+    used as a standard deviation, a sum over the wrong dimension. Then on ``model`` (a
+    :class:`~ae_course.linear_gaussian.LinearGaussian`, e.g. fitted to MNIST), ``x`` (B, D), ``mu`` and
+    ``log_var`` (B, d), with K samples drawn from ``seed``: the estimate must be finite and match
+    :func:`ae_course.evaluation.importance_sampled_log_likelihood` on the same samples (to 1e-6 of its
+    magnitude, 1e-4 nats at least); the message compares it with the exact log p(x). Chapter 3.
+    """
+    toy, x_toy, mu_toy, log_var_toy, eps_toy = _toy_estimator_problem()
+    where = " on the small test model"
+    got = _estimate(fn, toy, x_toy, mu_toy, log_var_toy, eps_toy, where)
+    with prefixed("called a second time with the same inputs, "):
+        again = call_learner(fn, toy, x_toy, mu_toy, log_var_toy, eps_toy, when=where)
+    if not close(got, again, rtol=0, atol=1e-10):
+        return Feedback(False, "two calls with the same eps gave different values: your function draws its own "
+                               "noise. Use the eps passed in: z = mu + exp(log_var / 2) * eps.")
+    expected = _log_mean_exp(_log_weights(toy, x_toy, mu_toy + torch.exp(0.5 * log_var_toy) * eps_toy, mu_toy,
+                                          log_var_toy))
+    if not close(got, expected, rtol=0, atol=1e-6):
+        if not torch.isfinite(got).all():
+            return Feedback(False, f"your estimate is not finite{where} ({got.tolist()}).")
+        name_mistake(got, _estimator_mistakes(toy, x_toy, mu_toy, log_var_toy, eps_toy), rtol=0, atol=1e-6)
+        return Feedback(False, f"your estimates differ from log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x) by up to "
+                               f"{max_difference(got, expected):.4g} nats{where}.")
+
+    n_samples, batch = int(K), len(x)
+    eps = torch.randn(n_samples, batch, mu.shape[1], generator=torch.Generator().manual_seed(seed), dtype=mu.dtype)
+    reference = importance_sampled_log_likelihood(model, x, k=n_samples, batch_size=batch, chunk=n_samples,
+                                                  generator=torch.Generator().manual_seed(seed),
+                                                  proposal=lambda xb, yb: (mu, log_var)).double()
+    where = f" on the {batch} given images"
+    got = _estimate(fn, model, x, mu, log_var, eps, where)
+    if not torch.isfinite(got).all():
+        log_w = _log_weights(model, x.to(mu.dtype), mu + torch.exp(0.5 * log_var) * eps, mu, log_var)
+        if torch.isfinite(log_w).all():
+            largest = torch.finfo(log_w.dtype).max
+            return Feedback(False, f"right on the small test model, but not finite{where}: here the log-weights "
+                                   f"range from {log_w.min():.0f} to {log_w.max():.0f} nats, and exp() of them "
+                                   f"overflows above log({largest:.3g}) = {math.log(largest):.0f} (or underflows "
+                                   f"to 0) in {str(log_w.dtype).replace('torch.', '')}. Average the weights in log "
+                                   "space: torch.logsumexp(log_w, dim=0) - math.log(K).")
+        return Feedback(False, f"your estimate is not finite{where}.")
+    tolerance = max(1e-4, 1e-6 * reference.abs().max().item())
+    if not close(got, reference, rtol=0, atol=tolerance):
+        return Feedback(False, f"right on the small test model, but{where} your estimates differ from "
+                               f"importance_sampled_log_likelihood on the same samples by up to "
+                               f"{max_difference(got, reference):.4g} nats. Compute in the dtype of the model.")
+    log_px = model.log_marginal(x).double()
+    elbo = model.elbo(x, mu, log_var).double()
+    return Feedback(True, f"matches importance_sampled_log_likelihood on the same {n_samples} samples. On these "
+                          f"{batch} images log p(x) - estimate = {(log_px - got).mean():.3f} nats on average "
+                          f"(the ELBO of q is {(log_px - elbo).mean():.2f} short).")

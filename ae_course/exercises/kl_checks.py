@@ -5,11 +5,11 @@ import math
 from typing import Callable
 
 import torch
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
 from ..losses import gaussian_kl
-from .feedback import (Feedback, as_number, as_vector, call_learner, checker, close, max_difference, name_mistake,
-                       prefixed)
+from .feedback import (Feedback, NotYet, as_number, as_vector, call_learner, checker, close, max_difference,
+                       name_mistake, prefixed)
 
 
 def _inputs(seed: int = 0, batch: int = 6, dim: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,7 +20,7 @@ def _inputs(seed: int = 0, batch: int = 6, dim: int = 4) -> tuple[torch.Tensor, 
 def _kl_vector(got: torch.Tensor, batch: int, dim: int) -> torch.Tensor:
     """The learner's KLs as a float64 (B,) vector, or NotYet naming the wrong reduction."""
     return as_vector(got, batch, "your result", per="example", finite=False, mistakes=[
-        ((batch, dim), "you returned one value per latent dimension, shape (B, L); sum over the latent dimensions "
+        ((batch, dim), "you returned one value per latent dimension, shape (B, d); sum over the latent dimensions "
                        "(dim=1): the KL of independent coordinates is the sum of their KLs."),
         ((dim,), "you summed over the batch (dim=0); sum over the latent dimensions (dim=1) and return one value "
                  "per example, shape (B,)."),
@@ -114,7 +114,7 @@ def mc_kl_standard_deviation(mu: torch.Tensor, log_var: torch.Tensor) -> float:
     r"""Standard deviation of one Monte Carlo term log q(z) - log p(z), z ~ q = N(mu, diag(exp(log_var))), p = N(0, I).
 
     With z_j = mu_j + s_j eps_j the term is const + sum_j [mu_j s_j eps_j + (s_j^2 - 1) eps_j^2 / 2], so its
-    variance is sum_j [mu_j^2 s_j^2 + (s_j^2 - 1)^2 / 2] (Var eps^2 = 2, Cov(eps, eps^2) = 0). mu, log_var: (L,).
+    variance is sum_j [mu_j^2 s_j^2 + (s_j^2 - 1)^2 / 2] (Var eps^2 = 2, Cov(eps, eps^2) = 0). mu, log_var: (d,).
     """
     var = torch.exp(log_var.double())
     return math.sqrt((mu.double() ** 2 * var + (var - 1) ** 2 / 2).sum().item())
@@ -125,10 +125,10 @@ def check_mc_kl(estimate, standard_error, mu: torch.Tensor, log_var: torch.Tenso
     r"""Check a Monte Carlo estimate of KL(N(mu, diag(exp(log_var))) || N(0, I)) from ``n_samples`` draws, and its
     standard error (the sample standard deviation of log q(z) - log p(z) divided by sqrt(n_samples)).
 
-    mu, log_var: (L,), one example. The estimate must be within 4 standard errors of the closed form; the
-    standard error within 20 % of the true one, :func:`mc_kl_standard_deviation` / sqrt(n). Diagnoses: a
-    standard deviation reported as the error, division by n instead of sqrt(n), a variance instead of a
-    standard deviation, a flipped sign. Chapter 4.
+    mu, log_var: (d,), one example. The estimate must be within 4 standard errors of the closed form; the
+    standard error within 20 % of the true one, :func:`mc_kl_standard_deviation` / sqrt(S), S = n_samples.
+    Diagnoses: a standard deviation reported as the error, division by S instead of sqrt(S), a variance instead
+    of a standard deviation, a flipped sign. Chapter 4.
     """
     estimate = as_number(estimate, "the estimate")
     standard_error = as_number(standard_error, "the standard error")
@@ -142,13 +142,13 @@ def check_mc_kl(estimate, standard_error, mu: torch.Tensor, log_var: torch.Tenso
     if not ratio(standard_error, expected_se):
         if ratio(standard_error, sd):
             return Feedback(False, "your standard error is the standard deviation of a single term; the standard "
-                                   "error of the mean of n terms is that divided by sqrt(n).")
+                                   "error of the mean of S terms is that divided by sqrt(S).")
         if ratio(standard_error, sd / n):
-            return Feedback(False, "you divided the standard deviation by n; the standard error is sd / sqrt(n).")
+            return Feedback(False, "you divided the standard deviation by S; the standard error is sd / sqrt(S).")
         if ratio(standard_error, sd ** 2 / n):
             return Feedback(False, "that is the variance of the mean (sd^2 / n); take its square root.")
-        return Feedback(False, f"the standard error should be about {expected_se:.3g} nats for n = {n}, "
-                               f"got {standard_error:.3g}: sd of log q(z) - log p(z) over the samples / sqrt(n).")
+        return Feedback(False, f"the standard error should be about {expected_se:.3g} nats for S = {n}, "
+                               f"got {standard_error:.3g}: sd of log q(z) - log p(z) over the samples / sqrt(S).")
     if abs(estimate - exact) <= 4 * expected_se:
         return Feedback(True, f"{estimate:.4f} +- {standard_error:.4f} nats; the closed form is {exact:.4f}, "
                               f"{abs(estimate - exact) / standard_error:.1f} standard errors away.")
@@ -156,3 +156,104 @@ def check_mc_kl(estimate, standard_error, mu: torch.Tensor, log_var: torch.Tenso
         return Feedback(False, "the sign is flipped: average log q(z) - log p(z), not log p(z) - log q(z).")
     return Feedback(False, f"your estimate {estimate:.4f} is {abs(estimate - exact) / expected_se:.1f} standard errors "
                            "from the closed form: average log q(z) - log p(z) over z drawn from q (not from p).")
+
+
+# ------------------------------------------------------------------------------------ full covariance
+
+
+def random_gaussians(batch: int = 6, dim: int = 4, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Two batches of random Gaussians in float64: (mu0 (B, d), cov0 (B, d, d), mu1, cov1), the covariances
+    A A^T / d + 0.3 I with A standard normal: symmetric positive definite, with correlated coordinates."""
+    gen = torch.Generator().manual_seed(seed)
+    kw = dict(generator=gen, dtype=torch.float64)
+
+    def spd():
+        a = torch.randn(batch, dim, dim, **kw)
+        return a @ a.transpose(1, 2) / dim + 0.3 * torch.eye(dim, dtype=torch.float64)
+
+    return torch.randn(batch, dim, **kw), spd(), 2 * torch.randn(batch, dim, **kw), spd()
+
+
+def _full_kl_terms(mu0, cov0, mu1, cov1) -> dict[str, torch.Tensor]:
+    """The four terms of KL(N(mu0, cov0) || N(mu1, cov1)) (each (B,)), and their wrong variants."""
+    diff = (mu1 - mu0)[..., None]
+    solve = torch.linalg.solve
+    return {
+        "trace": torch.diagonal(solve(cov1, cov0), dim1=-2, dim2=-1).sum(-1),
+        "trace_flipped": torch.diagonal(solve(cov0, cov1), dim1=-2, dim2=-1).sum(-1),
+        "mahalanobis": (diff.transpose(-2, -1) @ solve(cov1, diff))[..., 0, 0],
+        "mahalanobis_cov0": (diff.transpose(-2, -1) @ solve(cov0, diff))[..., 0, 0],
+        "mahalanobis_no_inverse": (diff.transpose(-2, -1) @ cov1 @ diff)[..., 0, 0],
+        "logdet": torch.logdet(cov1) - torch.logdet(cov0),
+    }
+
+
+@checker
+def check_full_gaussian_kl(fn: Callable[..., torch.Tensor]) -> Feedback:
+    r"""Check ``fn(mu0, cov0, mu1, cov1) -> (B,)``: KL(N(mu0, cov0) || N(mu1, cov1)) in nats for full covariance
+    matrices, mu (B, d), cov (B, d, d),
+
+        1/2 [ tr(cov1^{-1} cov0) + (mu1 - mu0)^T cov1^{-1} (mu1 - mu0) - d + log det cov1 - log det cov0 ],
+
+    against ``torch.distributions.kl_divergence`` between two ``MultivariateNormal``, on random symmetric
+    positive definite matrices with d = 4 and then d = 12. Diagnoses: tr(cov0^{-1} cov1) in place of
+    tr(cov1^{-1} cov0), the log-determinant ratio flipped, a missing -d, the Mahalanobis term with cov0 or without
+    the inverse, the reversed direction, a missing 1/2, a flipped sign, only the diagonals used (correlations
+    ignored), a wrong reduction (per dimension, pairwise (B, B)). Chapter 4.
+    """
+    for dim, seed in [(4, 0), (12, 1)]:
+        with prefixed("" if dim == 4 else f"right for d = 4, but for d = {dim}: "):
+            _check_full_kl_once(fn, *random_gaussians(6, dim, seed))
+    return Feedback(True, "matches torch.distributions.kl_divergence between two MultivariateNormals "
+                          "(d = 4 and d = 12).")
+
+
+def _check_full_kl_once(fn, mu0, cov0, mu1, cov1) -> None:
+    """NotYet unless fn(mu0, cov0, mu1, cov1) is the KL, naming the mistake."""
+    batch, dim = mu0.shape
+    got = as_vector(call_learner(fn, mu0, cov0, mu1, cov1), batch, "your result", per="pair of Gaussians",
+                    finite=False, mistakes=[
+        ((batch, batch), f"you returned shape (B, B) = {(batch, batch)}: the Mahalanobis term was formed between "
+                         "every pair of examples. Compute (mu1 - mu0)^T cov1^{-1} (mu1 - mu0) per example, e.g. "
+                         "with torch.linalg.solve(cov1, diff[..., None])."),
+        ((batch, dim), "you returned one value per dimension, shape (B, d); the trace and the quadratic form are "
+                       "sums over the dimensions: return one KL per example, shape (B,)."),
+        ((), "you returned a single number; return one KL per pair of Gaussians, shape (B,)."),
+    ])
+    expected = kl_divergence(MultivariateNormal(mu0, covariance_matrix=cov0),
+                             MultivariateNormal(mu1, covariance_matrix=cov1))
+    if close(got, expected, rtol=1e-6, atol=1e-8):
+        return
+    if not torch.isfinite(got).all():
+        raise NotYet("your result has entries that are not finite (NaN or inf).")
+    t = _full_kl_terms(mu0, cov0, mu1, cov1)
+    half = lambda trace, maha, logdet, minus_d=dim: 0.5 * (trace + maha - minus_d + logdet)  # noqa: E731
+    diagonal = lambda c: torch.diag_embed(torch.diagonal(c, dim1=-2, dim2=-1))  # noqa: E731
+    reverse = kl_divergence(MultivariateNormal(mu1, covariance_matrix=cov1),
+                            MultivariateNormal(mu0, covariance_matrix=cov0))
+    diag_only = kl_divergence(MultivariateNormal(mu0, covariance_matrix=diagonal(cov0)),
+                              MultivariateNormal(mu1, covariance_matrix=diagonal(cov1)))
+    name_mistake(got, [
+        (half(t["trace_flipped"], t["mahalanobis"], t["logdet"]),
+         "the trace term is tr(cov0^{-1} cov1); it is tr(cov1^{-1} cov0): E_q[(z - mu1)^T cov1^{-1} (z - mu1)] "
+         "averages over z ~ N(mu0, cov0)."),
+        (half(t["trace"], t["mahalanobis"], -t["logdet"]),
+         "the log-determinant ratio is flipped: + log det cov1 - log det cov0 (the log-normalizer of p minus "
+         "that of q)."),
+        (half(t["trace"], t["mahalanobis"], t["logdet"], 0), "the -d is missing (the KL of a Gaussian from "
+                                                             "itself must be 0)."),
+        (half(t["trace"], t["mahalanobis_cov0"], t["logdet"]),
+         "the Mahalanobis term uses cov0; it is (mu1 - mu0)^T cov1^{-1} (mu1 - mu0), with the covariance of the "
+         "second Gaussian, p = N(mu1, cov1)."),
+        (half(t["trace"], t["mahalanobis_no_inverse"], t["logdet"]),
+         "the Mahalanobis term needs the inverse: (mu1 - mu0)^T cov1^{-1} (mu1 - mu0), not (mu1 - mu0)^T cov1 "
+         "(mu1 - mu0)."),
+        (reverse, "that is KL(N(mu1, cov1) || N(mu0, cov0)), the reverse direction: the expectation is under the "
+                  "first Gaussian, q = N(mu0, cov0)."),
+        (2 * expected, "the values are twice too large: the factor 1/2 is missing."),
+        (-expected, "the sign is flipped: a KL divergence is >= 0."),
+        (diag_only, "you used only the diagonals of the covariances (the KL of independent coordinates); with "
+                    "correlations you need the matrix inverse (torch.linalg.solve) and log-determinants."),
+    ], rtol=1e-6, atol=1e-8)
+    raise NotYet(f"values differ from torch.distributions.kl_divergence by up to {max_difference(got, expected):.4g} "
+                 "nats. Start from E_q[log q(z) - log p(z)] with q = N(mu0, cov0), p = N(mu1, cov1).")
