@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ae_course.aae import AdversarialAutoencoder
+from ae_course.evaluation import two_sample_accuracy
 from ae_course.exercises.aae_checks import (check_null_two_sample_accuracy, check_occupied_fraction,
-                                            check_ring_prior, component_of)
+                                            check_ring_prior, check_two_sample_test, component_of)
 from ae_course.priors import MixtureOfGaussiansPrior, Prior
 
 
@@ -82,6 +83,73 @@ def test_ring_prior_works_in_an_aae():
     torch.manual_seed(0)
     model = AdversarialAutoencoder(input_dim=16, latent_dim=2, hidden=(8,), prior=Ring(), discriminator_hidden=(8,))
     assert model.discriminator_loss(torch.rand(5, 16)).shape == (5,)
+
+
+# ----------------------------------------------------------------------------------------- the two-sample test
+
+
+def two_sample(a, b, seed, shuffle=True, held_out=True, k=25, seeded=True, flip=False, scale=1.0):
+    """A configurable classifier two-sample test; the defaults are right, each option is one typical mistake."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import KNeighborsClassifier
+
+    features = torch.cat([a, b]).double().numpy()
+    labels = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    if not held_out:
+        accuracy = KNeighborsClassifier(k).fit(features, labels).score(features, labels)
+    else:
+        split = train_test_split(features, labels, test_size=0.5, shuffle=shuffle,
+                                 random_state=(seed if seeded else 0) if shuffle else None,
+                                 stratify=labels if shuffle else None)
+        x_fit, x_test, y_fit, y_test = split
+        accuracy = KNeighborsClassifier(k).fit(x_fit, y_fit).score(x_test, y_test)
+    return scale * ((1 - accuracy) if flip else accuracy)
+
+
+def permuted_halves(a, b, seed):
+    """Right, written by hand: a seeded permutation of each sample, half of each to fit, half to score."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    gen = torch.Generator().manual_seed(seed)
+    pa, pb = torch.randperm(len(a), generator=gen), torch.randperm(len(b), generator=gen)
+    half_a, half_b = len(a) // 2, len(b) // 2
+    x_fit = torch.cat([a[pa[:half_a]], b[pb[:half_b]]]).numpy()
+    x_test = torch.cat([a[pa[half_a:]], b[pb[half_b:]]]).numpy()
+    y_fit = np.r_[np.zeros(half_a), np.ones(half_b)]
+    y_test = np.r_[np.zeros(len(a) - half_a), np.ones(len(b) - half_b)]
+    return KNeighborsClassifier(25).fit(x_fit, y_fit).score(x_test, y_test)
+
+
+def test_two_sample_test_accepts_right_answers():
+    feedback = check_two_sample_test(two_sample)
+    assert feedback and "0.5" in feedback.message, feedback.message
+    assert check_two_sample_test(lambda a, b, seed: two_sample_accuracy(a, b, seed=seed))
+    assert check_two_sample_test(permuted_halves)
+    torch.manual_seed(0)
+    a, b = MixtureOfGaussiansPrior().sample(600), MixtureOfGaussiansPrior(radius=3.0).sample(600)
+    feedback = check_two_sample_test(permuted_halves, a, b)
+    assert feedback and "your pair" in feedback.message, feedback.message
+
+
+def unreproducible(a, b, seed):
+    return two_sample(a, b, int(np.random.randint(10**6)))
+
+
+@pytest.mark.parametrize("needle, fn", [
+    ("scored on the points it was fitted on", lambda a, b, s: two_sample(a, b, s, held_out=False)),
+    ("hold only the first sample", lambda a, b, s: two_sample(a, b, s, shuffle=False)),
+    ("error rate", lambda a, b, s: two_sample(a, b, s, flip=True)),
+    ("percentage", lambda a, b, s: two_sample(a, b, s, scale=100)),
+    ("the seed is ignored", lambda a, b, s: two_sample(a, b, s, seeded=False)),
+    ("not reproducible", unreproducible),
+    ("KNeighborsClassifier(n_neighbors=25)", lambda a, b, s: two_sample(a, b, s, k=1)),
+    ("returned None", lambda a, b, s: None),
+    ("raised NotImplementedError", lambda a, b, s: (_ for _ in ()).throw(NotImplementedError())),
+    ("one accuracy for the pair", lambda a, b, s: [0.5, 0.5]),
+])
+def test_two_sample_test_names_each_mistake(needle, fn):
+    feedback = check_two_sample_test(fn)
+    assert not feedback and needle in feedback.message, feedback.message
 
 
 # ----------------------------------------------------------------------------------------- the null accuracy

@@ -5,7 +5,8 @@ import torch
 
 from helpers import choose_labelled
 from ae_course.aae import discriminator_loss, optimal_discriminator
-from ae_course.exercises.ssaae_checks import (check_choose_labelled, check_class_discriminator, check_error_rate,
+from ae_course.exercises.ssaae_checks import (_mistaken_step, check_choose_labelled, check_class_discriminator,
+                                              check_error_rate, check_semi_supervised_step,
                                               optimal_class_discriminator)
 
 # ------------------------------------------------------------------------------------ error rate
@@ -217,3 +218,185 @@ def test_choose_labelled_names_each_mistake(needle, fn):
 def test_choose_labelled_lists_each_unrefused_request():
     message = check_choose_labelled(unchecked).message
     assert "smallest class" in message and "per_class = 0" in message, message
+
+
+# ------------------------------------------------------------------------------------ the semi-supervised step
+
+import torch.nn.functional as F  # noqa: E402
+
+from helpers import binary_data  # noqa: E402
+from ae_course.aae import generator_loss  # noqa: E402
+from ae_course.aae import discriminator_loss as game_loss  # noqa: E402
+from ae_course.training import update  # noqa: E402
+
+TINY = {"steps": 3, "labels_per_class": 2, "batch_size": 20, "hidden": (16,), "style_dim": 2,
+        "discriminator_hidden": (8,)}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Stand-in data: 200 binary 'images' with 10 classes, and 50 test images."""
+    x = binary_data(250, seed=3)
+    y = torch.arange(250) % 10
+    return x[:200], y[:200], x[200:], y[200:]
+
+
+def check(step, digits, **settings):
+    return check_semi_supervised_step(step, *digits, **{**TINY, **settings})
+
+
+def regularization(model, optimizers, x, detach=True):
+    """The discriminator phase and the generator phase, right (codes detached unless detach=False)."""
+    if detach:
+        with torch.no_grad():
+            a, z = model.encode(x)
+    else:
+        a, z = model.encode(x)
+    y_prior, z_prior = model.class_prior.sample(len(x)), model.prior.sample(len(x))
+    T_y, T_z = model.discriminator_y, model.discriminator_z
+    loss = game_loss(T_y(y_prior), T_y(a.softmax(dim=1))) + game_loss(T_z(z_prior), T_z(z))
+    losses = {"discriminator": update(model, optimizers["discriminator"], loss.mean())}
+    a, z = model.encode(x)
+    loss = generator_loss(T_y(a.softmax(dim=1))) + generator_loss(T_z(z))
+    losses["generator"] = update(model, optimizers["generator"], loss.mean())
+    return losses
+
+
+def reconstruction(model, optimizers, x):
+    return {"reconstruction": update(model, optimizers["reconstruction"], model.reconstruction_loss(x).mean())}
+
+
+def classification(model, optimizers, labelled, name="classification"):
+    a, _ = model.encode(labelled[0])
+    return {"classification": update(model, optimizers[name], F.cross_entropy(a, labelled[1]))}
+
+
+def right_step(model, optimizers, x, y=None, labelled=None):
+    return {**reconstruction(model, optimizers, x), **regularization(model, optimizers, x),
+            **classification(model, optimizers, labelled)}
+
+
+def zero_grad_step(model, optimizers, x, y=None, labelled=None):
+    """Right, written with optimizer.zero_grad() / backward() / step() instead of update."""
+    def phase(name, loss):
+        optimizers[name].zero_grad()
+        loss.backward()
+        optimizers[name].step()
+        return loss.detach()
+    losses = {"reconstruction": phase("reconstruction", model.reconstruction_loss(x).mean())}
+    losses["discriminator"] = phase("discriminator", model.discriminator_loss(x).mean())
+    losses["generator"] = phase("generator", model.generator_loss(x).mean())
+    losses["classification"] = phase("classification", model.classification_loss(*labelled).mean())
+    return losses
+
+
+def test_semi_supervised_step_accepts_right_steps(digits):
+    feedback = check(right_step, digits)
+    assert feedback, feedback.message
+    assert "phase by phase" in feedback.message and "test error" in feedback.message
+    assert check(zero_grad_step, digits)
+    assert check(_mistaken_step(None), digits)
+
+
+@pytest.mark.parametrize("mistake, needle", [
+    ("swapped discriminator", "labels are swapped"),
+    ("logits to T_y", "class logits a"),
+    ("no T_y", "only T_z was trained"),
+    ("no T_z", "only T_y was trained"),
+    ("sum discriminator", "discriminator phase sums"),
+    ("saturating", "saturating loss"),
+    ("swapped generator", "generator's labels are swapped"),
+    ("sum generator", "generator phase sums"),
+    ("softmax twice", "softmax twice"),
+    ("nll of logits", "the logits are not"),
+    ("nll of probabilities", "not probabilities"),
+    ("sum classification", "classification phase sums"),
+])
+def test_semi_supervised_step_names_each_mistaken_phase(digits, mistake, needle):
+    feedback = check(_mistaken_step(mistake), digits)
+    assert not feedback and needle in feedback.message, feedback.message
+
+
+def wrong_optimizer(model, optimizers, x, y=None, labelled=None):
+    return {**reconstruction(model, optimizers, x), **regularization(model, optimizers, x),
+            **classification(model, optimizers, labelled, name="generator")}
+
+
+def wrong_order(model, optimizers, x, y=None, labelled=None):
+    return {**reconstruction(model, optimizers, x), **classification(model, optimizers, labelled),
+            **regularization(model, optimizers, x)}
+
+
+def not_detached(model, optimizers, x, y=None, labelled=None):
+    return {**reconstruction(model, optimizers, x), **regularization(model, optimizers, x, detach=False),
+            **classification(model, optimizers, labelled)}
+
+
+def discriminators_twice(model, optimizers, x, y=None, labelled=None):
+    losses = reconstruction(model, optimizers, x)
+    with torch.no_grad():
+        a, z = model.encode(x)
+    for T, prior, code in [(model.discriminator_y, model.class_prior, a.softmax(dim=1)),
+                           (model.discriminator_z, model.prior, z)]:
+        update(model, optimizers["discriminator"], game_loss(T(prior.sample(len(x))), T(code)).mean())
+    a, z = model.encode(x)
+    loss = generator_loss(model.discriminator_y(a.softmax(dim=1))) + generator_loss(model.discriminator_z(z))
+    losses["generator"] = update(model, optimizers["generator"], loss.mean())
+    return {**losses, **classification(model, optimizers, labelled)}
+
+
+def skeleton(model, optimizers, x, y=None, labelled=None):
+    return reconstruction(model, optimizers, x)
+
+
+def stub(model, optimizers, x, y=None, labelled=None):
+    raise NotImplementedError("write the phases")
+
+
+def graph_kept(model, optimizers, x, y=None, labelled=None):
+    losses = right_step(model, optimizers, x, y, labelled)
+    a, _ = model.encode(labelled[0])
+    losses["classification"] = F.cross_entropy(a, labelled[1])          # recomputed, with its graph
+    return losses
+
+
+def renamed(model, optimizers, x, y=None, labelled=None):
+    losses = right_step(model, optimizers, x, y, labelled)
+    losses["supervised"] = losses.pop("classification")
+    return losses
+
+
+def stateful():
+    """Right on its first call; afterwards it only returns the first call's losses."""
+    first = {}
+
+    def step(model, optimizers, x, y=None, labelled=None):
+        if not first:
+            first.update(right_step(model, optimizers, x, y, labelled))
+        return dict(first)
+    return step
+
+
+@pytest.mark.parametrize("step, needle", [
+    (stub, "NotImplementedError"),
+    (lambda model, optimizers, x, y=None, labelled=None: None, "returned None"),
+    (lambda model, optimizers, x, y=None, labelled=None: {}, "did not call step()"),
+    (skeleton, "the discriminator and the generator and the classification phases are missing"),
+    (wrong_optimizer, "stepped optimizers['generator']"),
+    (wrong_order, "in the order"),
+    (not_detached, "sent gradients into the encoder"),
+    (discriminators_twice, "updates the discriminators twice"),
+    (graph_kept, "autograd graph"),
+    (renamed, "no 'classification'"),
+])
+def test_semi_supervised_step_names_each_structural_mistake(digits, step, needle):
+    feedback = check(step, digits)
+    assert not feedback and needle in feedback.message, feedback.message
+    assert str(feedback).startswith("Not yet")
+
+
+def test_semi_supervised_step_runs_a_few_steps_against_the_package(digits):
+    feedback = check(stateful(), digits, steps=20)
+    assert not feedback and "keep a state" in feedback.message, feedback.message
+    feedback = check(right_step, digits, time_limit=0.0)
+    assert not feedback and "took longer than" in feedback.message, feedback.message

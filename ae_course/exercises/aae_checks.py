@@ -3,6 +3,9 @@
 * :func:`check_ring_prior`: a prior of one's own behind the :class:`ae_course.priors.Prior` interface
   (``dim``, ``sample(n, device=None) -> (n, dim)``), here a noisy ring, the kind of prior an adversarial
   autoencoder can impose because it only needs samples (Makhzani et al. 2016, section 2);
+* :func:`check_two_sample_test`: a classifier two-sample test written by the learner (Lopez-Paz & Oquab
+  2017), compared with :func:`ae_course.evaluation.two_sample_accuracy` on pairs of samples whose answer
+  is known and on the chapter's codes;
 * :func:`check_null_two_sample_accuracy`: the mean and standard deviation of the classifier two-sample
   accuracy when both samples come from one distribution (Lopez-Paz & Oquab 2017, section 3);
 * :func:`check_occupied_fraction`: for each digit, the fraction of the mixture prior's components that
@@ -18,9 +21,10 @@ import math
 import numpy as np
 import torch
 
-from .feedback import Feedback, as_number, as_vector, call_learner, checker, close, name_mistake
+from .feedback import Feedback, NotYet, as_number, as_vector, call_learner, checker, close, name_mistake
 
-__all__ = ["check_ring_prior", "check_null_two_sample_accuracy", "component_of", "check_occupied_fraction"]
+__all__ = ["check_ring_prior", "check_two_sample_test", "check_null_two_sample_accuracy", "component_of",
+           "check_occupied_fraction"]
 
 
 # ----------------------------------------------------------------------------------------- a ring prior
@@ -115,6 +119,92 @@ def check_ring_prior(prior, radius: float = 4.0, width: float = 0.3) -> Feedback
         return Feedback(False, f"the radial standard deviation is {std_r:.3f}, expected {width}.")
     return Feedback(True, f"dim 2, (n, 2) float32 samples, reproducible; angles uniform, radius {mean_r:.3f} "
                           f"+- {std_r:.3f}.")
+
+
+# ----------------------------------------------------------------------------------------- the two-sample test
+
+
+def _in_sample_accuracy(a: torch.Tensor, b: torch.Tensor, seed: int = 0, k: int = 25) -> float:
+    """The typical mistake: the k-NN classifier fitted on all points and scored on the same points."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    features = torch.cat([a, b]).detach().double().numpy()
+    labels = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    return float(KNeighborsClassifier(n_neighbors=k).fit(features, labels).score(features, labels))
+
+
+@checker
+def check_two_sample_test(fn, a: torch.Tensor | None = None, b: torch.Tensor | None = None,
+                          n_seeds: int = 5) -> Feedback:
+    """Check `fn(a, b, seed) -> accuracy`, a classifier two-sample test (Lopez-Paz & Oquab 2017, section 2):
+    label the rows of a 0 and those of b 1, split both at random (reproducibly for `seed`) into a half that
+    fits a k-nearest-neighbours classifier (k = 25) and a half that scores it, and return the accuracy on
+    the second half.
+
+    It is compared with the package's :func:`ae_course.evaluation.two_sample_accuracy`, as the mean over
+    seeds 0..n_seeds-1 (the splits may differ, so single values differ by sampling noise), on three pairs of
+    1,000 + 1,000 two-dimensional Gaussian points whose answer is known (the same distribution: 0.5; means
+    one standard deviation apart: about 0.67; six apart: 1.0), and on the pair (a, b) if given (e.g. the
+    chapter's codes and prior samples). Tolerance: 0.04, about four standard errors of a mean of five.
+
+    Names the typical mistakes: the classifier scored on the points it was fitted on (an accuracy above
+    0.5 for two samples of one distribution), a split that is not shuffled (the fitting half holds only
+    the first sample), the error rate instead of the accuracy, a percentage, a seed that is ignored or a
+    result that is not reproducible.
+    """
+    from ..evaluation import two_sample_accuracy
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(1000, 2, generator=gen)
+    pairs = {"two samples of N(0, I)": (base, torch.randn(1000, 2, generator=gen)),
+             "N(0, I) vs N((1, 0), I)": (base, torch.randn(1000, 2, generator=gen) + torch.tensor([1.0, 0.0])),
+             "N(0, I) vs N((6, 0), I)": (base, torch.randn(1000, 2, generator=gen) + torch.tensor([6.0, 0.0]))}
+    if a is not None and b is not None:
+        pairs["your pair (a, b)"] = (torch.as_tensor(a).detach().cpu(), torch.as_tensor(b).detach().cpu())
+    tolerance, seeds = 0.04, range(int(n_seeds))
+    results = []
+    for what, (first, second) in pairs.items():
+        got = []
+        for seed in seeds:
+            value = call_learner(fn, first, second, seed, call="fn(a, b, seed)", when=f" on {what}", returns=None,
+                                 expect="the accuracy, a number between 0 and 1")
+            got.append(as_number(value, f"the accuracy on {what}", several=" (return one accuracy for the pair)"))
+        mean = float(np.mean(got))
+        expected = float(np.mean([two_sample_accuracy(first, second, seed=seed) for seed in seeds]))
+        if close(mean, expected, rtol=0, atol=tolerance):
+            results.append((what, mean, expected))
+            continue
+        name_mistake(mean, [(100 * expected, "that is a percentage; return the accuracy as a fraction.")],
+                     rtol=0, atol=100 * tolerance)
+        if mean < 0.1 and expected > 0.4:
+            raise NotYet(f"on {what} the accuracy is {mean:.3f}: the fitting part seems to hold only the first "
+                         "sample (label 0) and the scoring part only the second. Split each sample at random, "
+                         "e.g. train_test_split(..., shuffle=True, stratify=labels, random_state=seed).")
+        if abs(expected - 0.5) > 2 * tolerance and close(mean, 1 - expected, rtol=0, atol=tolerance):
+            raise NotYet(f"on {what} you return {mean:.3f} and the reference {expected:.3f}: that is the error "
+                         "rate; return the accuracy, the fraction of held-out points classified right.")
+        in_sample = _in_sample_accuracy(first, second)
+        if close(mean, in_sample, rtol=0, atol=tolerance / 2) and in_sample > expected + tolerance / 2:
+            raise NotYet(f"on {what} you get {mean:.3f}, the reference {expected:.3f}: the classifier was scored "
+                         f"on the points it was fitted on (that gives {in_sample:.3f}). A nearest-neighbours "
+                         "classifier counts each point among its own neighbours, so even two samples of one "
+                         "distribution look different. Score it on held-out points.")
+        return Feedback(False, f"on {what} your test gives {mean:.3f} (mean over seeds "
+                               f"0..{len(seeds) - 1}), the package's {expected:.3f}: label a 0 and b 1, fit "
+                               "KNeighborsClassifier(n_neighbors=25) on a random half of each sample and "
+                               "score it on the other half.")
+    first, second = pairs["N(0, I) vs N((1, 0), I)"]
+    again = [as_number(call_learner(fn, first, second, 0, call="fn(a, b, seed)", returns=None), "the accuracy")
+             for _ in range(2)]
+    other = as_number(call_learner(fn, first, second, 1, call="fn(a, b, seed)", returns=None), "the accuracy")
+    if again[0] != again[1]:
+        return Feedback(False, "two calls with seed 0 gave different accuracies, so a result is not "
+                               "reproducible: pass the seed to the split (random_state=seed).")
+    if other == again[0]:
+        return Feedback(False, "seeds 0 and 1 give the same accuracy: the seed is ignored; pass it to the split "
+                               "(random_state=seed).")
+    return Feedback(True, "your test agrees with the package's (means over seeds): "
+                          + "; ".join(f"{what} {mean:.3f} ({expected:.3f})" for what, mean, expected in results) + ".")
 
 
 # ----------------------------------------------------------------------------------------- the null accuracy
