@@ -2,12 +2,14 @@
 # rendered book shows the printed summaries instead (TQDM_DISABLE=1).
 #   make book   install everything into .venv and build the book into _build/html (warnings are errors)
 #   make test   run the unit tests and execute every chapter with nbval
+#   make lab    open the chapters as notebooks in JupyterLab (jupytext reads the .md files)
+#   make learner  write the learner's edition: every chapter as learner/NN_name.ipynb, solutions as text
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install book test clean
+.PHONY: install book test lab learner clean
 
 install: $(STAMP)
 
@@ -22,6 +24,12 @@ book: $(STAMP)
 
 test: $(STAMP)
 	TQDM_DISABLE=1 $(PY) -m pytest
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter-lab $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+learner: $(STAMP)
+	$(PY) -m ae_course.learner_edition --out learner
 
 clean:
 	rm -rf _build
