@@ -127,8 +127,8 @@ def make_optimizers(model: "AdversarialModel", lr: float = 1e-3, lr_adversarial:
     return opts
 
 
-def adversarial_step(model: "AdversarialModel", optimizers: Mapping[str, torch.optim.Optimizer], x: torch.Tensor,
-                     y: torch.Tensor | None = None,
+def adversarial_step(model: "AdversarialModel", optimizers: Mapping[str, torch.optim.Optimizer],
+                     x: torch.Tensor, y: torch.Tensor | None = None,
                      labelled: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """One minibatch of AAE training (Makhzani et al. 2016, sections 2 and 5), each phase one :func:`update`:
 
@@ -139,16 +139,17 @@ def adversarial_step(model: "AdversarialModel", optimizers: Mapping[str, torch.o
        the cross-entropy of the labels.
 
     x: (B, input_dim); y: (B,) labels for a label-conditioned decoder. Returns the mean loss of each phase
-    (nats per example, detached). Raises FloatingPointError on a NaN or infinite loss, before that phase's update,
-    and ValueError for `labelled` with a model that has no class head (before any update).
+    (nats per example, detached). Raises FloatingPointError on a NaN or infinite loss, before that phase's
+    update, and ValueError for `labelled` with a model that has no class head (before any update).
     """
     if labelled is not None and not hasattr(model, "classification_loss"):
         raise ValueError(f"{type(model).__name__} has no class head: `labelled` needs a SemiSupervisedAAE")
-    losses = {"reconstruction": update(model, optimizers["reconstruction"], model.reconstruction_loss(x, y).mean(),
-                                       "reconstruction"),
+    losses = {"reconstruction": update(model, optimizers["reconstruction"],
+                                       model.reconstruction_loss(x, y).mean(), "reconstruction"),
               "discriminator": update(model, optimizers["discriminator"], model.discriminator_loss(x).mean(),
                                       "discriminator"),
-              "generator": update(model, optimizers["generator"], model.generator_loss(x).mean(), "generator")}
+              "generator": update(model, optimizers["generator"], model.generator_loss(x).mean(),
+                                  "generator")}
     if labelled is not None:
         losses["classification"] = update(model, optimizers["classification"],
                                           model.classification_loss(*labelled).mean(), "classification")
@@ -275,11 +276,13 @@ class AdversarialAutoencoder(AdversarialModel):
 
     # ------------------------------------------------------------------ the three losses
     def reconstruction_loss(self, x: torch.Tensor, y=None) -> torch.Tensor:
-        """-log p(x | z = q(x)[, y]) under Bernoulli pixels (binary cross-entropy summed over pixels), (B,) in nats."""
+        """-log p(x | z = q(x)[, y]) under Bernoulli pixels (binary cross-entropy summed over pixels),
+        (B,) in nats."""
         return -self.log_likelihood(x, self(x, y))
 
     def discriminator_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """D's loss on the codes of x (detached: the encoder gets no gradient) and as many prior samples, (B,)."""
+        """D's loss on the codes of x (detached: the encoder gets no gradient) and as many prior samples,
+        (B,)."""
         with torch.no_grad():
             z = self.encode(x)
         z_prior = self.prior.sample(len(x), device=z.device).to(z.dtype)

@@ -106,7 +106,8 @@ class SemiSupervisedAAE(AdversarialModel):
             y_logits, z = self.encode(x)
         y_prior = self.class_prior.sample(len(x), device=z.device).to(z.dtype)
         z_prior = self.prior.sample(len(x), device=z.device).to(z.dtype)
-        return (discriminator_loss(self.discriminator_y(y_prior), self.discriminator_y(y_logits.softmax(dim=1)))
+        return (discriminator_loss(self.discriminator_y(y_prior),
+                                   self.discriminator_y(y_logits.softmax(dim=1)))
                 + discriminator_loss(self.discriminator_z(z_prior), self.discriminator_z(z)))
 
     def generator_loss(self, x: torch.Tensor) -> torch.Tensor:
