@@ -105,7 +105,8 @@ class MixtureOfGaussiansPrior(_FromDistribution):
         cov = (self.radial_std ** 2 * radial[:, :, None] * radial[:, None, :]
                + self.tangential_std ** 2 * tangential[:, :, None] * tangential[:, None, :])
         self._components = MultivariateNormal(means, covariance_matrix=cov)
-        weights = Categorical(probs=torch.full((self.n_components,), 1.0 / self.n_components, dtype=torch.float64))
+        weights = Categorical(probs=torch.full((self.n_components,), 1.0 / self.n_components,
+                                               dtype=torch.float64))
         self._dist = MixtureSameFamily(weights, self._components)
 
     def sample_component(self, components: torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
