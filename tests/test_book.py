@@ -78,8 +78,19 @@ def test_chapter_renders_math_and_figures_offline(site, browser, chapter, min_fi
     raw_tex = page.evaluate("() => document.querySelectorAll('.math:not(:has(mjx-container))').length")
     figures = page.evaluate("""() => [...document.querySelectorAll('.cell_output img')]
         .map(img => ({src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0}))""")
+    # Nothing on the page scrolls sideways in a 1280-px window: code cells, listings, printed outputs, tables.
+    scrolling = page.evaluate("""() => [...document.querySelectorAll(
+            'article pre, article div.highlight, article .cell_output, article table, article .output')]
+        .filter(el => el.scrollWidth > el.clientWidth + 1)
+        .map(el => ({tag: el.tagName, cls: el.className, over: el.scrollWidth - el.clientWidth,
+                     text: (el.innerText || '').split('\\n').sort((a, b) => b.length - a.length)[0].slice(0, 120)}))""")
+    notebook = page.evaluate("""() => [...document.querySelectorAll('a.download-notebook-button, a')]
+        .map(a => a.getAttribute('href')).filter(h => h && h.endsWith('.ipynb'))""")
     page.screenshot(path=str(HTML.parent / (Path(chapter).stem + ".png")), full_page=False)
     page.close()
+    assert not scrolling, f"{len(scrolling)} elements scroll sideways at 1280 px: {scrolling[:5]}"
+    assert notebook, "the page offers its chapter as an .ipynb download"
+    assert (HTML / "chapters" / notebook[0]).resolve().is_file(), notebook[0]
     assert typeset >= 10, f"MathJax typeset only {typeset} formulas"
     assert tex_errors == 0 and raw_tex == 0, f"{tex_errors} TeX errors, {raw_tex} formulas left as raw TeX"
     assert len(figures) >= min_figures, f"expected at least {min_figures} figures, found {figures}"
