@@ -4,8 +4,8 @@ import math
 import torch
 from torch.distributions import Normal
 
-from ae_course.exercises.reparameterization_checks import (check_reparameterize, check_score_function_1d,
-                                                           check_toy_gradient)
+from ae_course.exercises.reparameterization_checks import (check_pathwise_estimator, check_reparameterize,
+                                                           check_score_function_1d, check_toy_gradient)
 
 
 def test_reparameterize_checker():
@@ -108,3 +108,57 @@ def test_score_function_checker():
     for needle, fn in cases.items():
         feedback = check_score_function_1d(fn)
         assert not feedback and needle in feedback.message, (needle, feedback)
+
+
+def per_sample_copies(f, mu, log_var, eps):
+    """A right answer: autograd through z, with one copy of mu and log_var per sample."""
+    mu_s = mu.detach().expand(len(eps), -1).clone().requires_grad_(True)
+    lv_s = log_var.detach().expand(len(eps), -1).clone().requires_grad_(True)
+    return torch.autograd.grad(f(mu_s + torch.exp(0.5 * lv_s) * eps).sum(), [mu_s, lv_s])
+
+
+def chain_rule(lv_term, scale=lambda lv: torch.exp(0.5 * lv), mean=False):
+    """grad_z f at z = mu + scale(log_var) * eps, and grad_log_var = lv_term(grad_z, sigma, eps)."""
+    def fn(f, mu, log_var, eps):
+        z = (mu + scale(log_var) * eps).requires_grad_(True)
+        values = f(z)
+        (g,) = torch.autograd.grad(values.mean() if mean else values.sum(), z)
+        return g, lv_term(g, torch.exp(0.5 * log_var), eps)
+    return fn
+
+
+def test_pathwise_estimator_checker():
+    assert check_pathwise_estimator(per_sample_copies)
+    assert check_pathwise_estimator(chain_rule(lambda g, s, e: g * s * e / 2))
+
+    def shared(f, mu, log_var, eps):
+        mu, log_var = mu.clone().requires_grad_(True), log_var.clone().requires_grad_(True)
+        return torch.autograd.grad(f(mu + torch.exp(0.5 * log_var) * eps).sum(), [mu, log_var])
+
+    def detached(f, mu, log_var, eps):
+        return torch.autograd.grad(f(mu + torch.exp(0.5 * log_var) * eps).sum(), [mu, log_var])
+
+    cases = {
+        "chain rule through sigma is missing": chain_rule(lambda g, s, e: g),
+        "missing the 1/2": chain_rule(lambda g, s, e: g * s * e),
+        "missing the factor sigma": chain_rule(lambda g, s, e: g * e / 2),
+        "derivative with respect to sigma": chain_rule(lambda g, s, e: g * e),
+        "respect to the variance": chain_rule(lambda g, s, e: g * e / (2 * s)),
+        "MEAN of f": chain_rule(lambda g, s, e: g * s * e / 2, mean=True),
+        "variance exp(log_var) as the scale": chain_rule(lambda g, s, e: g * s * e / 2, scale=torch.exp),
+        "derivative at the mean": chain_rule(lambda g, s, e: g * s * e / 2, scale=lambda lv: 0 * lv),
+        "SUM of the 200 per-sample estimates": shared,
+        "does not require grad": detached,
+        "fresh noise": lambda f, mu, lv, eps: per_sample_copies(f, mu, lv, torch.randn_like(eps)),
+        "score-function estimate f(z) * eps / sigma": lambda f, mu, lv, eps: (
+            f(mu + torch.exp(lv / 2) * eps)[:, None] * eps / torch.exp(lv / 2), eps),
+        "score-function estimate f(z) * (eps^2 - 1) / 2": lambda f, mu, lv, eps: (
+            per_sample_copies(f, mu, lv, eps)[0], f(mu + torch.exp(lv / 2) * eps)[:, None] * (eps**2 - 1) / 2),
+        "wrong sign": chain_rule(lambda g, s, e: -g * s * e / 2),
+        "not 1 values": lambda f, mu, lv, eps: (per_sample_copies(f, mu, lv, eps)[0],),
+        "returned None": lambda f, mu, lv, eps: None,
+        "differs from the pathwise estimate": chain_rule(lambda g, s, e: g * s * e / 2 + 0.1),
+    }
+    for needle, fn in cases.items():
+        feedback = check_pathwise_estimator(fn)
+        assert not feedback and needle in feedback.message, (needle, feedback.message)

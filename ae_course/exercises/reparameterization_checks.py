@@ -203,3 +203,116 @@ def check_score_function_1d(fn: Callable) -> Feedback:
     return Feedback(False, f"{which} is neither the reference f(z) * d/dphi log q(z) nor unbiased (mean off by "
                            f"{max(abs(z_mu), abs(z_lv)):.0f} standard errors). With z = mu + sigma * eps: "
                            "grad_mu = f(z) eps / sigma, grad_log_var = f(z) (eps^2 - 1) / 2.")
+
+
+def _per_sample(value, shape: tuple[int, int], name: str, reference: torch.Tensor) -> torch.Tensor:
+    """A learner's per-sample estimates as a float64 (S, L) tensor, or NotYet naming the wrong shape."""
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(value, dtype=torch.float64)
+        except Exception:  # not numbers, ragged, or an object that fails on float()
+            raise NotYet(f"{name} should be a tensor of shape {shape}, got a {type(value).__name__}.") from None
+    value = value.detach().double().cpu()
+    if tuple(value.shape) == shape:
+        return value
+    if tuple(value.shape) == shape[1:]:
+        if _close(value, reference.sum(0)):
+            raise NotYet(f"{name} is the SUM of the {shape[0]} per-sample estimates, shape {shape[1:]}: autograd "
+                         "with respect to a mu (or log_var) of shape (L,) that every sample shares adds their "
+                         "gradients up. Return one estimate per sample, shape (S, L): differentiate with respect "
+                         "to z (S, L) and apply the chain rule, or give every sample its own copy of mu and log_var "
+                         "(expand them to (S, L) before building z).")
+        raise NotYet(f"{name} has shape {tuple(value.shape)}, a single estimate (averaged or summed over the samples); "
+                     f"return one estimate per sample, shape {shape}, so that its mean and variance can be taken.")
+    raise NotYet(f"{name} should have shape (S, L) = {shape}, one estimate per sample and latent dimension; "
+                 f"got {tuple(value.shape)}.")
+
+
+@checker
+def check_pathwise_estimator(fn: Callable) -> Feedback:
+    r"""Check ``fn(f, mu, log_var, eps) -> (grad_mu, grad_log_var)``, each (S, L): the per-sample pathwise
+    (reparameterization) estimates of the gradient of E_{N(mu, diag(exp(log_var)))}[f(z)].
+
+    With z_s = mu + sigma * eps_s and sigma = exp(log_var / 2), the s-th estimates are grad_z f(z_s) and
+    grad_z f(z_s) * sigma * eps_s / 2 (Kingma & Welling 2014, §2.4; Mohamed et al. 2020, §5). mu and log_var
+    have shape (L,), eps (S, L), and f maps z (S, L) to values (S,). The reference is
+    :func:`ae_course.gradients.pathwise_gradient` on the same noise; the checker names the typical mistakes:
+    the chain rule through sigma left out (grad_log_var = grad_z f) or half of it (a missing 1/2, a missing
+    sigma, the derivative with respect to sigma or to the variance), sigma = exp(log_var) as the scale,
+    f differentiated at mu instead of at z, the gradient of the *mean* of f over the samples (1/S too
+    small), the estimates summed over the samples, the score-function estimator in place of the pathwise
+    one, fresh noise instead of the given eps, and a flipped sign. Chapter 5, exercise "pathwise estimator".
+    """
+    from ..gradients import pathwise_gradient, score_function_gradient
+
+    S = 200
+    mu = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    log_var = torch.tensor([-2.0, 0.7, 0.0], dtype=torch.float64)                  # sigma = 0.37, 1.42, 1
+    eps = torch.randn(S, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    f = lambda z: (torch.sin(2 * z) + z.square()).sum(-1) + z[:, 0] * z[:, 1]     # (S, 3) -> (S,)
+    shape = (S, 3)
+    ref = pathwise_gradient(f, mu, log_var, S, eps=eps)
+    pair = "a pair (grad_mu, grad_log_var) of per-sample estimates, each of shape (S, L)"
+    result = call_learner(fn, f, mu, log_var, eps, returns=(tuple, list), expect=pair, hint=_autograd_hint)
+    if len(result) != 2:
+        raise NotYet(f"return {pair}, not {len(result)} values.")
+    g_mu = _per_sample(result[0], shape, "grad_mu", ref.mu)
+    g_lv = _per_sample(result[1], shape, "grad_log_var", ref.log_var)
+    mu_ok, lv_ok = _close(g_mu, ref.mu), _close(g_lv, ref.log_var)
+    if mu_ok and lv_ok:
+        return Feedback(True, "grad_mu = f'(z) and grad_log_var = f'(z) * sigma * eps / 2 at z = mu + sigma * eps, "
+                              "one estimate per sample, the same numbers as ae_course.gradients.pathwise_gradient.")
+    sigma = torch.exp(log_var / 2)
+    score = score_function_gradient(f, mu, log_var, S, eps=eps)
+    as_variance = pathwise_gradient(f, mu, 2 * log_var, S, eps=eps)    # scale exp(log_var): "sigma" = variance
+    at_mean = pathwise_gradient(f, mu, torch.full_like(log_var, -80.0), S, eps=eps).mu   # f'(mu), no noise
+    grad_z = ref.mu
+    if not mu_ok:
+        name_mistake(g_mu, [
+            (grad_z / S, "grad_mu is 1/S of the per-sample estimate: you differentiated the MEAN of f over the "
+                         "samples. Differentiate the SUM, f(z).sum(): since sample s depends only on its own z_s, "
+                         "the gradient of the sum with respect to z_s is sample s's own derivative."),
+            (score.mu, "that is the score-function estimate f(z) * eps / sigma. The pathwise estimator "
+                       "differentiates f: grad_mu = f'(z) at z = mu + sigma * eps."),
+            (as_variance.mu, "z was built with the variance exp(log_var) as the scale; the standard deviation is "
+                             "sigma = exp(log_var / 2)."),
+            (at_mean, "grad_mu is f'(mu), the derivative at the mean: evaluate f' at the samples "
+                      "z = mu + sigma * eps."),
+            (-grad_z, "grad_mu has the wrong sign: it is +f'(z) (dz/dmu = 1)."),
+        ])
+    else:
+        name_mistake(g_lv, [
+            (grad_z, "grad_log_var equals grad_mu = f'(z): the chain rule through sigma is missing. "
+                     "dz/dlog_var = sigma * eps / 2, so grad_log_var = f'(z) * sigma * eps / 2."),
+            (grad_z * sigma * eps, "grad_log_var is missing the 1/2: sigma = exp(log_var / 2), so "
+                                   "dsigma/dlog_var = sigma / 2 and dz/dlog_var = sigma * eps / 2."),
+            (grad_z * eps / 2, "grad_log_var is missing the factor sigma: d exp(log_var / 2) / dlog_var = sigma / 2, "
+                               "so dz/dlog_var = sigma * eps / 2."),
+            (grad_z * eps, "that is the derivative with respect to sigma, f'(z) * eps; multiply by "
+                           "dsigma/dlog_var = sigma / 2."),
+            (grad_z * eps / (2 * sigma), "that is the derivative with respect to the variance sigma^2; multiply by "
+                                         "dsigma^2/dlog_var = sigma^2."),
+            (grad_z.sum(0) * sigma * eps / 2, "grad_log_var used the SUM of f'(z) over the samples; each sample has "
+                                              "its own f'(z_s) * sigma * eps_s / 2."),
+            (ref.log_var / S, "grad_log_var is 1/S of the per-sample estimate: differentiate the SUM of f over the "
+                              "samples, not its mean."),
+            (score.log_var, "that is the score-function estimate f(z) * (eps^2 - 1) / 2; the pathwise estimator is "
+                            "f'(z) * sigma * eps / 2."),
+            (-ref.log_var, "grad_log_var has the wrong sign."),
+        ])
+    with prefixed("called a second time with the same eps, "):
+        again = call_learner(fn, f, mu, log_var, eps, returns=(tuple, list), expect=pair)
+    if len(again) == 2 and isinstance(again[0], torch.Tensor) and not _close(again[0].double(), g_mu):
+        return Feedback(False, "calling your function twice with the same eps gives different estimates: you draw "
+                               "fresh noise instead of using the eps argument. z = mu + sigma * eps with the eps "
+                               "you are given.")
+    which, got, want = ("grad_mu", g_mu, ref.mu) if not mu_ok else ("grad_log_var", g_lv, ref.log_var)
+    return Feedback(False, f"{which} differs from the pathwise estimate by up to {max_difference(got, want):.3g}. "
+                           "With z = mu + sigma * eps: grad_mu = f'(z), grad_log_var = f'(z) * sigma * eps / 2.")
+
+
+def _autograd_hint(err: Exception) -> str:
+    if "does not require grad" in str(err):
+        return (" (autograd needs a graph from mu and log_var, or z, to f: call requires_grad_() on the tensors you "
+                "differentiate with respect to before computing z and f(z).)")
+    return ""
