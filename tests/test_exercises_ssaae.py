@@ -55,7 +55,7 @@ def test_error_rate_names_each_mistake(logits_and_labels, needle, answer):
 def test_error_rate_refuses_mismatched_inputs(logits_and_labels):
     logits, labels = logits_and_labels
     feedback = check_error_rate(0.1, logits[:10], labels)
-    assert not feedback and "(N, K)" in feedback.message
+    assert not feedback and "(N, C)" in feedback.message
 
 
 # ------------------------------------------------------------------------------------ the y-discriminator
@@ -67,13 +67,13 @@ def test_optimal_class_discriminator_agrees_with_the_package():
     prior = torch.full((5,), 0.2, dtype=torch.float64)
     d_star = optimal_class_discriminator(PI)
     assert torch.allclose(d_star, optimal_discriminator(prior.log(), PI.double().log()))
-    # D* maximizes the value: a perturbed discriminator has a larger expected loss
+    # T* maximizes the value: a perturbed discriminator has a larger expected loss
     def expected_loss(d):
         logit = torch.logit(d)
         return (prior * torch.nn.functional.softplus(-logit) + PI * torch.nn.functional.softplus(logit)).sum()
     assert expected_loss(d_star) < expected_loss((d_star + 0.05).clamp(max=0.99))
     assert expected_loss(d_star) < expected_loss(d_star - 0.05)
-    # and the expected loss at D* is log 4 - 2 JS(pi || uniform)
+    # and the expected loss at T* is log 4 - 2 JS(pi || uniform)
     m = (prior + PI) / 2
     js = 0.5 * (PI * (PI / m).log()).sum() + 0.5 * (prior * (prior / m).log()).sum()
     assert torch.isclose(expected_loss(d_star), torch.log(torch.tensor(4.0, dtype=torch.float64)) - 2 * js)
@@ -114,12 +114,12 @@ def test_class_discriminator_accepts_right_answers():
     ("logit", torch.log(0.2 / PI)),
     ("equilibrium", torch.full((5,), 0.5)),
     ("one value per vertex", 0.5),
-    ("expected K = 5", torch.full((4,), 0.5)),
+    ("expected C = 5", torch.full((4,), 0.5)),
     ("answer is None", None),
     ("outside [0, 1]", torch.tensor([1.2, 0.5, 0.5, 0.5, 0.5])),
     ("not finite", torch.tensor([float("nan"), 0.5, 0.5, 0.5, 0.5])),
-    ("not D*(e_k)", torch.full((5,), 0.3)),
-    ("give K = 5 numbers", "half"),
+    ("not T*(e_c)", torch.full((5,), 0.3)),
+    ("give C = 5 numbers", "half"),
 ])
 def test_class_discriminator_names_each_mistake(needle, answer):
     feedback = check_class_discriminator(answer, PI)
@@ -204,7 +204,7 @@ def raises_index_error(labels, per_class, seed):
     ("class labels, not row indices", lambda y, n, s: y[choose_labelled(y, n, s)]),
     ("dtype torch.float32", lambda y, n, s: choose_labelled(y, n, s).float()),
     ("outside 0..599", lambda y, n, s: choose_labelled(y, n, s) + 600),
-    ("expected per_class * K", lambda y, n, s: choose_labelled(y, n, s)[:-1]),
+    ("expected per_class * C", lambda y, n, s: choose_labelled(y, n, s)[:-1]),
     ("raised IndexError instead of ValueError", raises_index_error),
     ("raised ZeroDivisionError", lambda y, n, s: 1 / 0),
     ("return a 1-D tensor", lambda y, n, s: None),

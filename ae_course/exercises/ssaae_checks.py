@@ -1,7 +1,7 @@
 """Checkers for the exercises of the chapter "Semi-supervised adversarial autoencoders".
 
 * :func:`check_error_rate`: the test error rate (a fraction) of a classifier from its logits;
-* :func:`check_class_discriminator`: the optimal discriminator D*(e_k) on the vertices of the simplex
+* :func:`check_class_discriminator`: the optimal discriminator T*(e_c) on the vertices of the simplex
   when the encoder outputs one-hot class codes with frequencies pi (the categorical prior's game);
 * :func:`check_choose_labelled`: a class-balanced, reproducible choice of labelled examples without
   duplicates, that refuses impossible requests;
@@ -35,7 +35,7 @@ def check_error_rate(answer, y_logits: torch.Tensor, labels: torch.Tensor) -> Fe
     """Check `answer`: the fraction (in [0, 1]) of examples whose predicted class argmax_k y_logits[n, k]
     differs from labels[n].
 
-    y_logits: (N, K) class logits (or probabilities: the argmax is the same); labels: (N,) true classes.
+    y_logits: (N, C) class logits (or probabilities: the argmax is the same); labels: (N,) true classes.
     Names the typical mistakes: the accuracy instead of the error, a percentage, the number of errors,
     the *balanced* error (the mean over classes of the per-class error), and the argmax over the wrong
     dimension (dim 0, the examples).
@@ -43,7 +43,7 @@ def check_error_rate(answer, y_logits: torch.Tensor, labels: torch.Tensor) -> Fe
     value = as_number(answer, "the error rate")
     y_logits, labels = torch.as_tensor(y_logits), torch.as_tensor(labels).flatten()
     if y_logits.dim() != 2 or y_logits.shape[0] != len(labels):
-        return Feedback(False, f"y_logits should be (N, K) with N = {len(labels)} labels, got "
+        return Feedback(False, f"y_logits should be (N, C) with N = {len(labels)} labels, got "
                                f"{tuple(y_logits.shape)}: pass the logits of the same examples as the labels.")
     n = len(labels)
     wrong = y_logits.argmax(dim=1) != labels
@@ -62,7 +62,7 @@ def check_error_rate(answer, y_logits: torch.Tensor, labels: torch.Tensor) -> Fe
                                "error; the error rate the papers report is the plain fraction of test "
                                "examples misclassified (the two differ when the classes have different sizes).")
     if y_logits.shape[1] > 1 and n > 1:
-        along_0 = y_logits.argmax(dim=0)           # (K,) indices of examples: a classic slip
+        along_0 = y_logits.argmax(dim=0)           # (C,) indices of examples: a classic slip
         if len(along_0) <= n and close(value, (along_0 != labels[:len(along_0)]).double().mean().item(), 0, tol):
             return Feedback(False, "you took the argmax over dim 0 (over the examples); the predicted class of "
                                    "example n is the argmax of row n: y_logits.argmax(dim=1).")
@@ -76,11 +76,11 @@ def check_error_rate(answer, y_logits: torch.Tensor, labels: torch.Tensor) -> Fe
 
 
 def optimal_class_discriminator(pi) -> torch.Tensor:
-    r"""D*(e_k) = (1/K) / (1/K + pi_k) for k = 0..K-1, float64 (K,).
+    r"""T*(e_c) = (1/C) / (1/C + pi_c) for c = 0..C-1, float64 (C,).
 
     The best discriminator between the uniform categorical prior (label 1), whose samples are the one-hot
-    vectors e_k with probability 1/K each, and one-hot class codes that the encoder puts at e_k with
-    frequency pi_k (label 0): D*(z) = p(z) / (p(z) + q(z)) on the common support (Goodfellow et al. 2014,
+    vectors e_c with probability 1/C each, and one-hot class codes that the encoder puts at e_c with
+    frequency pi_c (label 0): T*(z) = p(z) / (p(z) + q(z)) on the common support (Goodfellow et al. 2014,
     Proposition 1, with probabilities in place of densities). Raises ValueError unless pi is a 1-D
     probability vector (nonnegative, summing to 1).
     """
@@ -93,42 +93,42 @@ def optimal_class_discriminator(pi) -> torch.Tensor:
 
 @checker
 def check_class_discriminator(answer, pi) -> Feedback:
-    r"""Check `answer`: the K values D*(e_k) of the optimal y-discriminator at the K vertices e_k, when
-    the prior puts 1/K on each vertex and the (one-hot) codes put pi_k on vertex k.
+    r"""Check `answer`: the C values T*(e_c) of the optimal y-discriminator at the C vertices e_c, when
+    the prior puts 1/C on each vertex and the (one-hot) codes put pi_c on vertex c.
 
-    Names the typical mistakes: the labels swapped (pi_k / (pi_k + 1/K), the probability that a code came
+    Names the typical mistakes: the labels swapped (pi_c / (pi_c + 1/C), the probability that a code came
     from the *encoder*), the density ratio p / q instead of p / (p + q), the logit log p - log q instead
-    of D, 1/2 everywhere (true only at the equilibrium pi = 1/K), and a wrong number of values.
+    of T, 1/2 everywhere (true only at the equilibrium pi = 1/C), and a wrong number of values.
     """
     pi = torch.as_tensor(pi, dtype=torch.float64).flatten()
     expected = optimal_class_discriminator(pi)
     got = as_vector(answer, len(pi), "answer", per="vertex", flatten=True, finite=False, mistakes=[
-        (lambda v: v.numel() == 1, f"give one value per vertex, K = {len(pi)} numbers, not a single number: the "
-                                   "discriminator's output depends on which vertex e_k it sees."),
-    ], none="answer is None: give a tensor of K values, D*(e_k) for k = 0..K-1.",
-        not_numbers=f"give K = {len(pi)} numbers (a tensor or a list)",
-        wrong_length=f"expected K = {len(pi)} values, one per class")
+        (lambda v: v.numel() == 1, f"give one value per vertex, C = {len(pi)} numbers, not a single number: the "
+                                   "discriminator's output depends on which vertex e_c it sees."),
+    ], none="answer is None: give a tensor of C values, T*(e_c) for c = 0..C-1.",
+        not_numbers=f"give C = {len(pi)} numbers (a tensor or a list)",
+        wrong_length=f"expected C = {len(pi)} values, one per class")
     if close(got, expected, rtol=1e-3, atol=1e-4):  # equal infinities count as close
-        return Feedback(True, "D*(e_k) = (1/K) / (1/K + pi_k): below 1/2 on the classes the encoder "
-                              "over-uses, above 1/2 on those it under-uses, 1/2 only when pi_k = 1/K.")
+        return Feedback(True, "T*(e_c) = (1/C) / (1/C + pi_c): below 1/2 on the classes the encoder "
+                              "over-uses, above 1/2 on those it under-uses, 1/2 only when pi_c = 1/C.")
     prior = 1.0 / len(pi)
     name_mistake(got, [
-        (pi / (pi + prior), "the labels are swapped: pi_k / (pi_k + 1/K) is the probability that the vertex came "
-                            "from the *encoder*. D is the probability of the *prior* (label 1): p / (p + q)."),
+        (pi / (pi + prior), "the labels are swapped: pi_c / (pi_c + 1/C) is the probability that the vertex came "
+                            "from the *encoder*. T is the probability of the *prior* (label 1): p / (p + q)."),
         (prior / pi, "that is the probability ratio p / q; the discriminator outputs the probability p / (p + q), "
-                     "which lies in [0, 1]."),                # inf where pi_k = 0, matched by an inf answer
-        (torch.log(prior / pi), "that is the optimal *logit* log p - log q; apply the sigmoid to get D*."),
+                     "which lies in [0, 1]."),                # inf where pi_c = 0, matched by an inf answer
+        (torch.log(prior / pi), "that is the optimal *logit* log p - log q; apply the sigmoid to get T*."),
     ], rtol=1e-3, atol=1e-4)
     if not torch.isfinite(got).all():
-        return Feedback(False, "some values are not finite; every vertex has prior probability 1/K > 0, so "
-                               "D*(e_k) is a probability in (0, 1].")
+        return Feedback(False, "some values are not finite; every vertex has prior probability 1/C > 0, so "
+                               "T*(e_c) is a probability in (0, 1].")
     if close(got, torch.full_like(pi, 0.5), rtol=1e-3, atol=1e-4):
         return Feedback(False, "1/2 everywhere is the discriminator at the equilibrium, when the codes already "
-                               "use each class with frequency 1/K; here they do not (pi is not uniform).")
+                               "use each class with frequency 1/C; here they do not (pi is not uniform).")
     if ((got < 0) | (got > 1)).any():
-        return Feedback(False, "some values lie outside [0, 1]; D* is a probability.")
-    return Feedback(False, "not D*(e_k) = p(e_k) / (p(e_k) + q(e_k)) with p(e_k) = 1/K (the prior) and "
-                           "q(e_k) = pi_k (the codes).")
+        return Feedback(False, "some values lie outside [0, 1]; T* is a probability.")
+    return Feedback(False, "not T*(e_c) = p(e_c) / (p(e_c) + q(e_c)) with p(e_c) = 1/C (the prior) and "
+                           "q(e_c) = pi_c (the codes).")
 
 
 # ------------------------------------------------------------------------------------ the labelled subset
@@ -167,7 +167,7 @@ def _labels_for_checking(seed: int = 0) -> torch.Tensor:
 def check_choose_labelled(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> Feedback:
     """Check `fn(labels, per_class, seed) -> indices`: a class-balanced random choice of labelled examples.
 
-    labels: (N,) int64 classes 0..K-1. The result must be a 1-D integer tensor of per_class * K distinct
+    labels: (N,) int64 classes 0..C-1. The result must be a 1-D integer tensor of per_class * C distinct
     row indices with exactly per_class rows of each class, random (not simply the first rows of each
     class), reproducible (the same seed gives the same rows) and different for another seed; and `fn`
     must raise ValueError when a class has fewer than per_class rows (``randperm(n)[:per_class]`` silently
@@ -196,7 +196,7 @@ def check_choose_labelled(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) 
                                "per_class entries of a random permutation of each class's rows.")
     counts = np.bincount(labels.numpy()[got], minlength=n_classes)
     if len(got) != expected_n:
-        return Feedback(False, f"expected per_class * K = {per_class} * {n_classes} = {expected_n} indices, got "
+        return Feedback(False, f"expected per_class * C = {per_class} * {n_classes} = {expected_n} indices, got "
                                f"{len(got)} (per class: {counts.tolist()}).")
     if (counts != per_class).any():
         return Feedback(False, f"the classes are not balanced: per class {counts.tolist()}, expected "
@@ -434,8 +434,8 @@ def _one_step(step, x, labelled, settings) -> tuple[torch.nn.Module, dict, list]
 @checker
 def check_semi_supervised_step(step: Callable, x_train: torch.Tensor, y_train: torch.Tensor,
                                x_test: torch.Tensor, y_test: torch.Tensor, steps: int = 200,
-                               labels_per_class: int = 10, batch_size: int = 100, time_limit: float = 60.0,
-                               hidden=(128, 64), style_dim: int = 5, discriminator_hidden=(64, 64),
+                               labels_per_class: int = 10, batch_size: int = 50, time_limit: float = 60.0,
+                               hidden=(64, 32), style_dim: int = 5, discriminator_hidden=(32, 32),
                                seed: int = 0) -> Feedback:
     """Check `step(model, optimizers, x, y=None, labelled=(x_l, y_l)) -> dict of losses`, one minibatch of the
     semi-supervised AAE (Makhzani et al. 2016, section 5), against :func:`ae_course.aae.adversarial_step`,
@@ -449,7 +449,8 @@ def check_semi_supervised_step(step: Callable, x_train: torch.Tensor, y_train: t
     x_train (all used as unlabelled images), `labels_per_class` labelled images per class (a seeded balanced
     choice), and the same for the package's step: the test error on (x_test, y_test) and the
     reconstruction error of both runs must agree (to 0.02 and 0.5 %), each run in less than `time_limit`
-    seconds of wall-clock time. The model is a small ``SemiSupervisedAAE(hidden=hidden, style_dim=style_dim,
+    seconds of wall-clock time (on one CPU thread: the networks are too small to gain from more). The model
+    is a small ``SemiSupervisedAAE(hidden=hidden, style_dim=style_dim,
     discriminator_hidden=discriminator_hidden)``, 10 classes; its priors draw from generators of their own.
 
     Names the typical mistakes: a phase missing, in another order, or stepping another phase's optimizer;
@@ -458,10 +459,7 @@ def check_semi_supervised_step(step: Callable, x_train: torch.Tensor, y_train: t
     generator loss; the softmax applied twice (cross-entropy of probabilities); nll_loss of logits or of
     probabilities; sums instead of means; losses returned with their graph or under other names.
     """
-    import time
-
     from ..aae import adversarial_step
-    from ..training import train
 
     settings = {"hidden": tuple(hidden), "style_dim": int(style_dim),
                 "discriminator_hidden": tuple(discriminator_hidden), "seed": seed}
@@ -542,8 +540,34 @@ def check_semi_supervised_step(step: Callable, x_train: torch.Tensor, y_train: t
                                    f"package's {expected:.6g}: return the mean loss of the update.")
 
     # ---- a few hundred steps on the real data, the learner's step and the package's
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        outcomes = _train_both(step, adversarial_step, settings, x_train, (x_l, y_l), x_test, y_test, steps,
+                               batch_size, time_limit, seed)
+    finally:
+        torch.set_num_threads(threads)
+    if isinstance(outcomes, str):
+        return Feedback(False, outcomes)
+    (error, recon, seconds), (ref_error, ref_recon, ref_seconds) = outcomes.values()
+    summary = (f"after {steps} steps on MNIST ({len(rows)} labels), test error {error:.3f} (the package's step: "
+               f"{ref_error:.3f}), reconstruction error {recon:.1f} nats ({ref_recon:.1f}), {seconds:.1f} s "
+               f"({ref_seconds:.1f} s)")
+    if abs(error - ref_error) > 0.02 or abs(recon - ref_recon) > 0.005 * abs(ref_recon):
+        return Feedback(False, f"one step agrees with the package's phase by phase, but {summary}: does your step "
+                               "keep a state of its own between calls?")
+    return Feedback(True, "one step agrees with the package's, phase by phase; " + summary + ".")
+
+
+def _train_both(step, reference, settings, x_train, labelled, x_test, y_test, steps, batch_size, time_limit, seed):
+    """(test error, reconstruction error, seconds) of `steps` steps of training with `step` and with
+    `reference`, by name; or a message if a run takes longer than `time_limit` seconds."""
+    import time
+
+    from ..training import train
+
     outcomes = {}
-    for who, fn in (("your step", step), ("the package's step", adversarial_step)):
+    for who, fn in (("your step", step), ("the package's step", reference)):
         model = _checking_model(**settings, dtype=torch.float32)
         start = time.perf_counter()
 
@@ -553,20 +577,14 @@ def check_semi_supervised_step(step: Callable, x_train: torch.Tensor, y_train: t
             return fn(*args, **kwargs)
 
         try:
-            train(model, x_train.float(), labelled=(x_l.float(), y_l), steps=steps, batch_size=batch_size,
-                  seed=seed, step=timed, progress=False, device="cpu")
+            train(model, x_train.float(), labelled=(labelled[0].float(), labelled[1]), steps=steps,
+                  batch_size=batch_size, seed=seed, step=timed, progress=False, device="cpu")
         except TimeoutError:
-            return Feedback(False, f"{who} took longer than {time_limit:.0f} s for {steps} steps; ")
+            return (f"{who} took longer than {time_limit:.0f} s for {steps} steps of a small model; the "
+                    "package's step takes a fraction of that.")
         seconds = time.perf_counter() - start
         error = (model.classify(x_test.float()) != torch.as_tensor(y_test)).double().mean().item()
         with torch.no_grad():
             recon = model.reconstruction_loss(x_test.float()).mean().item()
         outcomes[who] = (error, recon, seconds)
-    (error, recon, seconds), (ref_error, ref_recon, ref_seconds) = outcomes.values()
-    summary = (f"after {steps} steps on MNIST ({len(rows)} labels), test error {error:.3f} (the package's step: "
-               f"{ref_error:.3f}), reconstruction error {recon:.1f} nats ({ref_recon:.1f}), {seconds:.1f} s "
-               f"({ref_seconds:.1f} s)")
-    if abs(error - ref_error) > 0.02 or abs(recon - ref_recon) > 0.005 * abs(ref_recon):
-        return Feedback(False, f"one step agrees with the package's phase by phase, but {summary}: does your step "
-                               "keep a state of its own between calls?")
-    return Feedback(True, "one step agrees with the package's, phase by phase; " + summary + ".")
+    return outcomes
