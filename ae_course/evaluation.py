@@ -65,8 +65,8 @@ def _proposal(model, proposal: Proposal | None) -> Proposal:
     return proposal if proposal is not None else (lambda x, y: model.encode(x, *_args(y)))
 
 
-def _log_weights(model, x: torch.Tensor, y: torch.Tensor | None, mu: torch.Tensor, log_var: torch.Tensor, n: int,
-                 generator: torch.Generator | None) -> torch.Tensor:
+def _log_weights(model, x: torch.Tensor, y: torch.Tensor | None, mu: torch.Tensor, log_var: torch.Tensor,
+                 n: int, generator: torch.Generator | None) -> torch.Tensor:
     """log w_i = log p(x|z_i[, y]) + log p(z_i) - log r(z_i|x) for n samples z_i ~ r(z|x): returns (n, B)."""
     batch, latent_dim = mu.shape
     z = reparameterize(mu, log_var, n_samples=n, generator=generator)               # (n, B, L)
@@ -160,11 +160,15 @@ def estimate_elbo(model, x: torch.Tensor, n_samples: int = 1, batch_size: int = 
     return torch.cat(results).to(x.device)
 
 
-def posterior_mean_variance(model, x: torch.Tensor, batch_size: int = 1000, y: torch.Tensor | None = None) -> torch.Tensor:
-    r"""Per-dimension activity A_u = Cov_x( E_{q(z|x)}[z_u] ) = Var_x(mu_u(x)), (L,) (Burda et al. 2016, §5.2).
+def posterior_mean_variance(model, x: torch.Tensor, batch_size: int = 1000,
+                            y: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Per-dimension activity A_u = Cov_x( E_{q(z|x)}[z_u] ) = Var_x(mu_u(x)), (L,)
+    (Burda et al. 2016, §5.2).
 
-    The variance over the rows of x (population variance, divisor N) of each coordinate of the encoder mean.
-    x: (N, D) on the model's device; y: optional (N,) labels for a conditional model (mu(x, y)). Raises ValueError if x is not a non-empty finite (N, D) tensor, batch_size < 1,
+    The variance over the rows of x (population variance, divisor N) of each coordinate of the encoder
+    mean.
+    x: (N, D) on the model's device; y: optional (N,) labels for a conditional model (mu(x, y)).
+    Raises ValueError if x is not a non-empty finite (N, D) tensor, batch_size < 1,
     or the encoder returns NaN or infinite means.
     """
     _check_x(x, y)
@@ -174,14 +178,16 @@ def posterior_mean_variance(model, x: torch.Tensor, batch_size: int = 1000, y: t
                                      *_args(None if y is None else y[start:start + batch_size]))[0]
                         for start in range(0, len(x), batch_size)])
     if not bool(torch.isfinite(mu).all()):  # else NaN > threshold is False: active_units would silently say 0
-        raise ValueError(f"the encoder returned {int((~torch.isfinite(mu)).sum())} NaN or infinite posterior means; "
-                         "are the model's parameters finite?")
+        raise ValueError(
+            f"the encoder returned {int((~torch.isfinite(mu)).sum())} NaN or infinite posterior means; "
+            "are the model's parameters finite?")
     return mu.var(dim=0, correction=0)
 
 
 def active_units(model, x: torch.Tensor, threshold: float = 0.01, batch_size: int = 1000,
                  y: torch.Tensor | None = None) -> int:
-    r"""Number of active latent units: dimensions u with Var_x(E_q[z_u]) > threshold (Burda et al. 2016, §5.2).
+    r"""Number of active latent units: dimensions u with Var_x(E_q[z_u]) > threshold
+    (Burda et al. 2016, §5.2).
 
     x: (N, D) data (the test set in the paper); threshold: 0.01 in the paper; y: optional (N,) labels.
     Returns an int in [0, L]. Raises ValueError as :func:`posterior_mean_variance`, or for threshold < 0.

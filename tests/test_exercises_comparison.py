@@ -33,7 +33,7 @@ def test_class_balance_accepts(counts):
     (COUNTS, lambda c: kl_to_uniform(c) / math.log(2), "bits"),
     (COUNTS, lambda c: -kl_to_uniform(c), "sign is flipped"),
     (COUNTS, lambda c: entropy(c / c.sum()) / math.log(10), "normalized entropy"),
-    (COUNTS, lambda c: 1 - entropy(c / c.sum()) / math.log(10), "1 - H(h) / log K"),
+    (COUNTS, lambda c: 1 - entropy(c / c.sum()) / math.log(10), "1 - H(h) / log C"),
     (COUNTS, lambda c: (c / c.sum()).max(), "most frequent class"),
     (COUNTS, lambda c: float(xlogy(c, 10 * c).sum()), "raw counts"),
     (COUNTS, lambda c: float(np.sum(c / c.sum() * np.log(10 * c / c.sum()))), "log 0"),         # NaN
@@ -119,3 +119,103 @@ def test_elbo_gap():
                            (None, "should be a number")]:
         feedback = check_elbo_gap(answer, 122.17, 119.12)
         assert not feedback and needle in feedback.message, feedback.message
+
+
+# ------------------------------------------------------------------------------------ active units
+from ae_course import VAE  # noqa: E402
+from ae_course.evaluation import active_units  # noqa: E402
+from ae_course.exercises.comparison_checks import check_active_units_function, probe_vae  # noqa: E402
+
+
+def counting(statistic):
+    """A learner's count_active_units that thresholds `statistic(mu, log_var)`, one value per coordinate."""
+    def count_active_units(model, x, threshold=0.01):
+        with torch.no_grad():
+            mu, log_var = model.encode(x)
+        return int((statistic(mu, log_var) > threshold).sum())
+    return count_active_units
+
+
+def sampled(model, x, threshold=0.01):
+    with torch.no_grad():
+        mu, log_var = model.encode(x)
+        z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+    return int((z.var(dim=0) > threshold).sum())
+
+
+def small_models():
+    """Two untrained VAEs with different activity, and 200 inputs: stand-ins for the chapter's beta sweep."""
+    torch.manual_seed(0)
+    wide, narrow = VAE(input_dim=20, latent_dim=6, hidden=(8,)), VAE(input_dim=20, latent_dim=6, hidden=(8,))
+    with torch.no_grad():
+        narrow.encoder[-1].weight[:3].mul_(0.01)   # three coordinates whose means barely vary
+    return {"wide": wide, "narrow": narrow}, 3 * torch.randn(200, 20)   # 6 and 3 active coordinates
+
+
+def test_probe_vae_has_the_designed_variances():
+    model, x = probe_vae()
+    with torch.no_grad():
+        mu, log_var = model.encode(x)
+    assert torch.allclose(mu.var(dim=0, correction=0).double(),
+                          torch.tensor([2.0, 0.5, 0.1, 0.03, 0.006, 0.002, 8e-4, 3e-4, 2e-5, 1e-7],
+                                       dtype=torch.float64), rtol=1e-3, atol=1e-9)
+    assert active_units(model, x) == 4 and active_units(model, x, threshold=0.001) == 6
+
+
+def test_probe_vae_leaves_the_global_random_stream_alone():
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    probe_vae()
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("statistic", [lambda mu, lv: mu.var(dim=0), lambda mu, lv: mu.var(dim=0, correction=0),
+                                       lambda mu, lv: mu.double().var(dim=0)])
+def test_active_units_accepts(statistic):
+    models, x = small_models()
+    feedback = check_active_units_function(counting(statistic), models, x)
+    assert feedback, feedback.message
+    assert "trained models wide, narrow: 6, 3 active units" in feedback.message
+
+
+def test_active_units_accepts_a_tensor_count_and_no_models():
+    def tensor_count(model, x, threshold=0.01):
+        return (model.encode(x)[0].var(dim=0) > threshold).sum()
+    assert check_active_units_function(tensor_count)
+
+
+@pytest.mark.parametrize("fn, needle", [
+    (sampled, "variance of samples z ~ q(z|x)"),
+    (counting(lambda mu, lv: mu.var(dim=1)), "wrong axis"),
+    (counting(lambda mu, lv: mu.std(dim=0)), "standard deviation"),
+    (counting(lambda mu, lv: lv.exp().mean(dim=0)), "mean posterior variance"),
+    (counting(lambda mu, lv: lv.var(dim=0)), "variance of the log-variance"),
+    (counting(lambda mu, lv: -mu.var(dim=0) + 2 * 0.01), "INACTIVE"),       # var < threshold
+    (lambda m, x, threshold=0.01: float((m.encode(x)[0].var(dim=0) > threshold).float().mean()), "fraction"),
+    (lambda m, x, threshold=0.01: m.encode(x)[0].var(dim=0) > threshold, "rather than returning the mask"),
+    (lambda m, x, threshold=0.01: int((m.encode(x)[0].var(dim=0) > 0.01).sum()), "use the `threshold` argument"),
+    (lambda m, x, threshold=0.01: None, "returned None"),
+    (lambda m, x, threshold=0.01: 1 / 0, "raised ZeroDivisionError"),
+    (lambda m, x, threshold=0.01: int((m.encode(x)[0].var() > threshold)), "the number of coordinates j with"),
+])
+def test_active_units_names_each_mistake(fn, needle):
+    feedback = check_active_units_function(fn)
+    assert not feedback and needle in feedback.message, feedback.message
+
+
+def test_active_units_stub_is_not_yet():
+    def stub(model, x, threshold=0.01):
+        raise NotImplementedError
+    feedback = check_active_units_function(stub)
+    assert not feedback and str(feedback).startswith("Not yet")
+
+
+def test_active_units_compares_with_the_package_on_trained_models():
+    models, x = small_models()
+
+    def right_on_the_probe_only(model, x, threshold=0.01):
+        count = int((model.encode(x)[0].var(dim=0) > threshold).sum())
+        return count if model.latent_dim == 10 else count + 1
+    feedback = check_active_units_function(right_on_the_probe_only, models, x)
+    assert not feedback and "on the model wide" in feedback.message, feedback.message
