@@ -32,7 +32,7 @@ def test_optimal_discriminator_checker():
         "used 0.5 as the variance": p / (p + _density(1.0, 2.0, math.sqrt(0.5))),
         "normalizing constants": 1 / (1 + math.exp(-(-0.5 + 2.0))),
         "not a probability": 1.7,
-        "is not D*(1)": 0.3,
+        "is not T*(1)": 0.3,
         "should be a number": None,
         "should be a single number": torch.ones(2),
     }
@@ -61,7 +61,7 @@ def test_game_values_checker():
         "mixed bases": (-LOG4, LOG2, 2.0 - LOG4),
         "the minimum": (-LOG4, LOG2, -LOG4),
         "2 JS = 2 log 4": (-LOG4, LOG2, LOG4),
-        "D* = 1 on p's support": (-LOG4, LOG2, 0.3),
+        "T* = 1 on p's support": (-LOG4, LOG2, 0.3),
         "should be a number": (None, LOG2, 0.0),
     }
     for needle, answers in cases.items():
@@ -111,7 +111,7 @@ def test_saturating_gradient_checker():
     cases = {
         "non-saturating loss": -(1 - d),
         "sign is flipped": d,
-        "with respect to D": -1 / (1 - d),
+        "with respect to T": -1 / (1 - d),
         "sigmoid's derivative": d * (1 - d),
         "is not the derivative": -0.5,
         "should be a number": "small",
@@ -126,3 +126,140 @@ def test_saturating_gradient_checker():
 def test_non_finite_answers_are_rejected_without_raising(checker, args):
     feedback = checker(*args)
     assert not feedback and "finite" in feedback.message
+
+
+# --------------------------------------------------------------------------- the three phases of an AAE step
+from ae_course.exercises.adversarial_checks import check_adversarial_step  # noqa: E402
+from ae_course.training import update  # noqa: E402
+
+from helpers import binary_data  # noqa: E402
+
+SOFTPLUS = F.softplus
+
+
+def aae_step(*, detach=True, saturating=False, reversed_generator=False, swap=False, flip=False,
+             skip_reconstruction=False, wrong_optimizer=False, pixel_mean=False, squared=False, summed=None,
+             randn_prior=False, returns="tensor", keys=("reconstruction", "discriminator", "generator"), bce=False):
+    """A step of the three phases, right by default, with one typical mistake switched on."""
+    def reduce(loss, phase):
+        return loss.sum() if summed == phase else loss.mean()
+
+    def step(model, optimizers, x, y=None):
+        losses = {}
+        if not skip_reconstruction:
+            logits = model.decode(model.encode(x))
+            if squared:
+                per_image = ((torch.sigmoid(logits) - x) ** 2).sum(1) / 2
+            elif bce:
+                per_image = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+            else:
+                per_image = -model.log_likelihood(x, logits)
+            loss = per_image.mean() / x.shape[1] if pixel_mean else reduce(per_image, "reconstruction")
+            losses["reconstruction"] = update(model, optimizers["reconstruction"], loss)
+        z_prior = torch.randn(len(x), 2) if randn_prior else model.prior.sample(len(x), device=x.device)
+        if detach:
+            with torch.no_grad():
+                z = model.encode(x)
+        else:
+            z = model.encode(x)
+        s_prior, s_code = model.discriminator(z_prior), model.discriminator(z)
+        per_pair = SOFTPLUS(s_prior) + SOFTPLUS(-s_code) if swap else SOFTPLUS(-s_prior) + SOFTPLUS(s_code)
+        loss = reduce(-per_pair if flip else per_pair, "discriminator")
+        losses["discriminator"] = update(model, optimizers["generator" if wrong_optimizer else "discriminator"], loss)
+        s = model.discriminator(model.encode(x))
+        per_code = -SOFTPLUS(s) if saturating else SOFTPLUS(s) if reversed_generator else SOFTPLUS(-s)
+        losses["generator"] = update(model, optimizers["generator"], reduce(per_code, "generator"))
+        if returns == "float":
+            losses = {k: v.item() for k, v in losses.items()}
+        elif returns == "wrong":
+            losses["generator"] = losses["generator"] + 1
+        return {k: v for k, v in losses.items() if k in keys}
+    return step
+
+
+TINY = dict(steps=6, batch_size=32, warmup=3)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return binary_data(n=96, d=16, seed=3).float()
+
+
+@pytest.mark.usefixtures("seed_and_one_thread")
+def test_adversarial_step_accepts_the_right_step(images):
+    feedback = check_adversarial_step(aae_step(), images, **TINY)
+    assert feedback and "bit for bit the same parameters" in feedback.message, feedback
+    close_enough = check_adversarial_step(aae_step(bce=True), images, **TINY)   # the same loss, other rounding
+    assert close_enough, close_enough
+
+
+@pytest.mark.usefixtures("seed_and_one_thread")
+def test_adversarial_step_accepts_the_package_step_on_the_bare_model(images):
+    from ae_course.aae import discriminator_loss, generator_loss
+
+    def step(model, optimizers, x, y=None):
+        rec = update(model, optimizers["reconstruction"], -model.log_likelihood(x, model(x)).mean())
+        with torch.no_grad():
+            z = model.encode(x)
+        z_prior = model.prior.sample(len(x), device=x.device)
+        disc = update(model, optimizers["discriminator"],
+                      discriminator_loss(model.discriminator(z_prior), model.discriminator(z)).mean())
+        gen = update(model, optimizers["generator"], generator_loss(model.discriminator(model.encode(x))).mean())
+        return {"reconstruction": rec, "discriminator": disc, "generator": gen}
+    assert check_adversarial_step(step, images, **TINY)
+
+
+@pytest.mark.usefixtures("seed_and_one_thread")
+@pytest.mark.parametrize("needle, mistake", [
+    ("not detached", dict(detach=False)),
+    ("saturating generator loss", dict(saturating=True)),
+    ("*away* from the prior", dict(reversed_generator=True)),
+    ("labels are swapped", dict(swap=True)),
+    ("wrong sign", dict(flip=True)),
+    ("reconstruction phase is missing", dict(skip_reconstruction=True)),
+    ("stepped in the order ['reconstruction', 'generator', 'generator']", dict(wrong_optimizer=True)),
+    ("mean over pixels", dict(pixel_mean=True)),
+    ("squared error", dict(squared=True)),
+    ("reconstruction loss is a sum over the batch", dict(summed="reconstruction")),
+    ("discriminator's loss is a sum over the batch", dict(summed="discriminator")),
+    ("generator loss is a sum over the batch", dict(summed="generator")),
+    ("model.prior.sample", dict(randn_prior=True)),
+    ("0-d tensor", dict(returns="float")),
+    ("not the mean loss that phase minimized", dict(returns="wrong")),
+    ("has no generator", dict(keys=("reconstruction", "discriminator"))),
+])
+def test_adversarial_step_names_each_mistake(images, needle, mistake):
+    feedback = check_adversarial_step(aae_step(**mistake), images, **TINY)
+    assert not feedback and needle in feedback.message, feedback.message
+
+
+@pytest.mark.usefixtures("seed_and_one_thread")
+def test_adversarial_step_stubs_and_signatures(images):
+    def stub(model, optimizers, x, y=None):
+        raise NotImplementedError("write the three phases")
+    feedback = check_adversarial_step(stub, images, **TINY)
+    assert not feedback and "raised NotImplementedError" in feedback.message
+    feedback = check_adversarial_step(lambda model, optimizers, x, y=None: None, images, **TINY)
+    assert not feedback and "returned None" in feedback.message
+    feedback = check_adversarial_step(lambda model, optimizers, x: {}, images, **TINY)
+    assert not feedback and "y=None" in feedback.message
+
+    def own_optimizer(model, optimizers, x, y=None):
+        optimizer = torch.optim.Adam(model.parameters())
+        return {"reconstruction": update(model, optimizer, -model.log_likelihood(x, model(x)).mean())}
+    feedback = check_adversarial_step(own_optimizer, images, **TINY)
+    assert not feedback and "none of the optimizers" in feedback.message
+
+
+@pytest.mark.usefixtures("seed_and_one_thread")
+def test_the_loss_methods_are_refused(images):
+    def lazy(model, optimizers, x, y=None):
+        return {"reconstruction": update(model, optimizers["reconstruction"], model.reconstruction_loss(x).mean())}
+    feedback = check_adversarial_step(lazy, images, **TINY)
+    assert not feedback and "write this phase's loss yourself" in feedback.message
+
+
+@pytest.mark.usefixtures("seed_and_one_thread")
+def test_adversarial_step_time_limit(images):
+    feedback = check_adversarial_step(aae_step(), images, **TINY, time_limit=0.0)
+    assert not feedback and "took more than 0 s" in feedback.message
