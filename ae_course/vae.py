@@ -99,10 +99,12 @@ class VAE(nn.Module):
         return standard_normal(self.latent_dim, like=self.decoder[0].weight)
 
     def encode(self, x: torch.Tensor, y=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """q_phi(z|x[, y]): x (B, input_dim) -> (mu, log_var), each (B, latent_dim); log_var clamped to [-30, 20].
+        """q_phi(z|x[, y]): x (B, input_dim) -> (mu, log_var), each (B, latent_dim); log_var clamped to
+        [-30, 20].
 
         Raises ValueError unless x is a finite (B, input_dim) tensor of the model's dtype with B >= 1, when
-        y is missing (conditional) or given (unconditional), or for labels :func:`~ae_course.models.one_hot` rejects.
+        y is missing (conditional) or given (unconditional), or for labels :func:`~ae_course.models.one_hot`
+        rejects.
         """
         check_input(x, self.input_dim, like=self.decoder[0].weight)
         mu, log_var = self.encoder(with_labels(x, y, self.n_classes, self)).chunk(2, dim=1)
