@@ -96,7 +96,8 @@ class MixtureOfGaussiansPrior(_FromDistribution):
             raise ValueError("need n_components >= 1 and positive radius, radial_std, tangential_std; got "
                              f"{n_components}, {radius}, {radial_std}, {tangential_std}")
         self.dim, self.n_components = 2, int(n_components)
-        self.radius, self.radial_std, self.tangential_std = float(radius), float(radial_std), float(tangential_std)
+        self.radius, self.radial_std = float(radius), float(radial_std)
+        self.tangential_std = float(tangential_std)
         angle = 2 * math.pi * torch.arange(self.n_components, dtype=torch.float64) / self.n_components
         radial = torch.stack([angle.cos(), angle.sin()], dim=1)            # (K, 2) unit vectors
         tangential = torch.stack([-angle.sin(), angle.cos()], dim=1)
