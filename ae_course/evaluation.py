@@ -81,7 +81,8 @@ def _log_weights(model, x: torch.Tensor, y: torch.Tensor | None, mu: torch.Tenso
 
 def importance_sampled_log_likelihood(model, x: torch.Tensor, k: int = 1000, batch_size: int = 100,
                                       chunk: int = 100, generator: torch.Generator | None = None,
-                                      proposal: Proposal | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+                                      proposal: Proposal | None = None,
+                                      y: torch.Tensor | None = None) -> torch.Tensor:
     r"""Importance-sampled estimate of log p(x) (or log p(x|y)), (B,) in nats (Burda, Grosse & Salakhutdinov
     2016, eq. 8).
 

@@ -187,8 +187,8 @@ def pathwise_gradient(f: Callable[[torch.Tensor], torch.Tensor], mu: torch.Tenso
         z = (mu + sigma * eps).requires_grad_(True)
         values = _check_values(f(z), n, mu.shape)
         if not values.requires_grad:
-            raise ValueError("f(z) does not depend differentiably on z (its values have no grad_fn), so there is "
-                             "no pathwise gradient; use score_function_gradient")
+            raise ValueError("f(z) does not depend differentiably on z (its values have no grad_fn), so "
+                             "there is no pathwise gradient; use score_function_gradient")
         (grad_z,) = torch.autograd.grad(values.sum(), z, allow_unused=True)
     if grad_z is None:
         raise ValueError("f(z) does not depend on z through autograd; use score_function_gradient")

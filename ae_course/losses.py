@@ -139,7 +139,8 @@ def reparameterize(mu: torch.Tensor, log_var: torch.Tensor, eps: torch.Tensor | 
         ValueError: if log_var's shape differs from mu's, n_samples < 1, or eps has neither shape.
     """
     if mu.shape != log_var.shape:
-        raise ValueError(f"mu has shape {tuple(mu.shape)} but log_var has shape {tuple(log_var.shape)}; they must match")
+        raise ValueError(f"mu has shape {tuple(mu.shape)} but log_var has shape {tuple(log_var.shape)}; "
+                         "they must match")
     if n_samples is not None and int(n_samples) < 1:
         raise ValueError(f"n_samples must be >= 1 or None, got {n_samples}")
     shape = tuple(mu.shape) if n_samples is None else (int(n_samples), *mu.shape)

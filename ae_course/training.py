@@ -135,7 +135,8 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Te
     return model.loss(x) if y is None else model.loss(x, y)
 
 
-def update(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, name: str = "loss") -> torch.Tensor:
+def update(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+           name: str = "loss") -> torch.Tensor:
     """One parameter update: refuse a NaN or infinite loss, zero every gradient of the model, backpropagate,
     step the optimizer. Returns the loss, detached.
 

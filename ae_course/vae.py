@@ -127,7 +127,8 @@ class VAE(nn.Module):
         return log_likelihood(x, logits, self.likelihood)
 
     def forward(self, x: torch.Tensor, y=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, input_dim) -> (logits (B, input_dim), mu (B, latent_dim), log_var (B, latent_dim)), one sample of z."""
+        """x (B, input_dim) -> (logits (B, input_dim), mu (B, latent_dim), log_var (B, latent_dim)), one
+        sample of z."""
         mu, log_var = self.encode(x, y)
         z = reparameterize(mu, log_var)
         return self.decode(z, y), mu, log_var
