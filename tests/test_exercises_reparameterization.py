@@ -45,7 +45,7 @@ def test_toy_gradient_checker():
         "factor 2": ([-0.5, -2.0, 1.0], right_lv),
         "derivative with respect to sigma": (right_mu, [2 * s for s in sigma]),
         "respect to the variance": (right_mu, [1.0, 1.0, 1.0]),
-        "no factor D": (right_mu, [3.0, 12.0, 0.75]),
+        "no factor m": (right_mu, [3.0, 12.0, 0.75]),
         "is None": (None, right_lv),
         "3 entries": (right_mu[:2], right_lv),
         "off by": ([0.0, 0.0, 0.0], right_lv),

@@ -109,7 +109,8 @@ def check_toy_gradient(grad_mu, grad_log_var, mu: Sequence[float], log_var: Sequ
                         "d sigma^2 / d log_var = exp(log_var) = sigma^2."),
             (torch.ones_like(g_lv), "grad_log_var: 1 is the derivative with respect to the variance sigma^2. The chain "
                                     "rule through sigma^2 = exp(log_var) multiplies it by exp(log_var)."),
-            (D * true_lv, "grad_log_var: each log_var_d only enters through its own sigma_d^2; there is no factor D."),
+            (D * true_lv, "grad_log_var: each log_var_j only enters through its own sigma_j^2; there is no factor m "
+                          "(the dimension)."),
             (true_lv / 2, itself),
             (sigma, itself),
         ], rtol=1e-3, atol=1e-4)
