@@ -502,7 +502,9 @@ def _train_both_aae(step: Callable, bare, config: dict, x: torch.Tensor, *, step
         return Feedback(False, f"one step is right, but after {steps} steps the last epoch's mean losses differ: "
                                + "; ".join(off) + ".")
     difference = max((a - b).abs().max().item() for a, b in zip(learner.parameters(), reference.parameters()))
-    same = "bit for bit the same parameters" if difference == 0 else f"parameters within {difference:.1e}"
+    largest = max(abs(a - b) for a, b in last.values())
+    same = ("bit for bit the same parameters" if difference == 0 else
+            f"the same up to rounding: the losses differ by at most {largest:.1e} nats")
     return Feedback(True, f"each phase steps its own optimizer with adversarial_step's gradients, and {steps} "
                           f"steps on {len(x):,} digits with your step ({yours_seconds:.1f} s) end where "
                           f"adversarial_step's do ({same}): last epoch's mean losses reconstruction "

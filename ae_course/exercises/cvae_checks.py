@@ -340,7 +340,8 @@ def _train_both(loss_fn: Callable, reference, learner, x: torch.Tensor, y: torch
     if not close(yours_loss, ours_loss, rtol=1e-3, atol=0.0):
         return Feedback(False, f"one batch is right, but after {steps} training steps your loss is {yours_loss:.2f} "
                                f"nats per image against {ours_loss:.2f} with the package's loss.")
-    same = "bit for bit the same parameters" if difference == 0 else f"parameters within {difference:.1e}"
+    same = ("bit for bit the same parameters" if difference == 0 else
+            f"the same up to rounding: the losses differ by {abs(yours_loss - ours_loss):.1e} nats")
     return Feedback(True, f"the values and gradients match model.loss(x, y), and {steps} Adam steps on "
                           f"{len(x):,} digits with your loss ({yours_seconds:.1f} s) end at a -ELBO of "
                           f"{yours_loss:.2f} nats per image, the package's loss at {ours_loss:.2f} ({same}).")
