@@ -433,7 +433,7 @@ def _one_step(step, x, labelled, settings) -> tuple[torch.nn.Module, dict, list]
 
 @checker
 def check_semi_supervised_step(step: Callable, x_train: torch.Tensor, y_train: torch.Tensor,
-                               x_test: torch.Tensor, y_test: torch.Tensor, steps: int = 200,
+                               x_test: torch.Tensor, y_test: torch.Tensor, steps: int = 150,
                                labels_per_class: int = 10, batch_size: int = 50, time_limit: float = 60.0,
                                hidden=(64, 32), style_dim: int = 5, discriminator_hidden=(32, 32),
                                seed: int = 0) -> Feedback:
