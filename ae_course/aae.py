@@ -1,9 +1,9 @@
 r"""Adversarial autoencoders (Makhzani, Shlens, Jaitly, Goodfellow & Frey 2016).
 
 An autoencoder whose codes z = q(x) are pushed towards a prior p(z) by a GAN game played in code space
-(Goodfellow et al. 2014): a discriminator D(z) learns to tell prior samples z' ~ p(z) (label 1) from codes
+(Goodfellow et al. 2014): a discriminator T(z) learns to tell prior samples z' ~ p(z) (label 1) from codes
 (label 0), and the encoder, acting as the generator, learns to fool it. For a fixed encoder the best
-discriminator is D*(z) = p(z) / (p(z) + q(z)) (:func:`optimal_discriminator`), and at D* the game's value
+discriminator is T*(z) = p(z) / (p(z) + q(z)) (:func:`optimal_discriminator`), and at T* the game's value
 is 2 JS(q || p) - log 4, minimal exactly when the aggregated posterior q(z) equals p(z). Only samples of
 p(z) are needed, never its density: the prior can be a mixture, a swiss roll, a categorical
 (:mod:`ae_course.priors`).
@@ -12,7 +12,7 @@ Training alternates, per minibatch (Makhzani et al. 2016, section 2):
 
 1. the **reconstruction phase** updates encoder and decoder on the reconstruction loss;
 2. the **regularization phase** first updates the discriminator on ``discriminator_loss``, then the
-   encoder (the generator) on the non-saturating ``generator_loss`` = -log D(q(x));
+   encoder (the generator) on the non-saturating ``generator_loss`` = -log T(q(x));
 3. for the semi-supervised model, a **semi-supervised phase** updates the encoder's class head on the
    cross-entropy of the few labelled examples (section 5).
 
@@ -21,12 +21,12 @@ Each phase has its own optimizer over exactly the parameters it should change (:
 :func:`ae_course.train` trains them like every other model. All losses are computed from logits (softplus,
 no epsilons) and returned per example, shape (B,), in nats.
 
-The objective, as a two-player game between the discriminator D and the encoder q (Makhzani et al. 2016,
+The objective, as a two-player game between the discriminator T and the encoder q (Makhzani et al. 2016,
 eq. 1, after Goodfellow et al. 2014, eq. 1), next to the reconstruction loss that encoder and decoder minimize:
 
 .. math::
 
-    \min_q \max_D \; V(D, q) = \mathbb{E}_{z' \sim p(z)}[\log D(z')] + \mathbb{E}_{x}[\log(1 - D(q(x)))].
+    \min_q \max_T \; V(T, q) = \mathbb{E}_{z' \sim p(z)}[\log T(z')] + \mathbb{E}_{x}[\log(1 - T(q(x)))].
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ __all__ = ["Discriminator", "optimal_discriminator", "discriminator_loss", "gene
 
 
 class Discriminator(nn.Module):
-    """D(z): an MLP from (B, input_dim) codes to (B,) logits; D(z) = sigmoid(logit) = P(z came from the prior).
+    """T(z): an MLP from (B, input_dim) codes to (B,) logits; T(z) = sigmoid(logit) = P(z came from the prior).
 
     Raises ValueError as :func:`ae_course.models.mlp` (non-positive sizes, unknown activation), and on a
     wrong input shape in :meth:`forward`. Makhzani et al. 2016 use two hidden layers of 1000 units.
@@ -67,9 +67,9 @@ class Discriminator(nn.Module):
 
 
 def optimal_discriminator(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    r"""D*(z) = p(z) / (p(z) + q(z)) = sigmoid(log p(z) - log q(z)), from log-densities of the same shape.
+    r"""T*(z) = p(z) / (p(z) + q(z)) = sigmoid(log p(z) - log q(z)), from log-densities of the same shape.
 
-    The discriminator that maximizes E_p[log D] + E_q[log(1 - D)] for fixed p (the prior, label 1) and q
+    The discriminator that maximizes E_p[log T] + E_q[log(1 - T)] for fixed p (the prior, label 1) and q
     (the codes, label 0); Goodfellow et al. 2014, Proposition 1. Raises ValueError if the shapes differ.
     """
     if log_p.shape != log_q.shape:
@@ -78,13 +78,13 @@ def optimal_discriminator(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Ten
 
 
 def discriminator_loss(prior_logits: torch.Tensor, code_logits: torch.Tensor) -> torch.Tensor:
-    r"""The discriminator's cross-entropy, per pair: -log D(z') - log(1 - D(z)), (B,) in nats.
+    r"""The discriminator's cross-entropy, per pair: -log T(z') - log(1 - T(z)), (B,) in nats.
 
-    prior_logits: D's logits on B prior samples z' (label 1); code_logits: on B codes z (label 0).
-    The discriminator *descends* this loss, i.e. ascends V: it raises D on prior samples and lowers it on
+    prior_logits: T's logits on B prior samples z' (label 1); code_logits: on B codes z (label 0).
+    The discriminator *descends* this loss, i.e. ascends V: it raises T on prior samples and lowers it on
     codes; the sign is that of a cross-entropy, so that both players minimize.
     Computed as softplus(-l') + softplus(l) (no epsilons). Its mean is minus the GAN value function
-    V(D, q) (Goodfellow et al. 2014, eq. 1), whose minimum over D is log 4 - 2 JS(q || p).
+    V(T, q) (Goodfellow et al. 2014, eq. 1), whose minimum over T is log 4 - 2 JS(q || p).
     Raises ValueError unless both are (B,) tensors of the same length.
     """
     if prior_logits.dim() != 1 or prior_logits.shape != code_logits.shape:
@@ -96,11 +96,11 @@ def discriminator_loss(prior_logits: torch.Tensor, code_logits: torch.Tensor) ->
 def generator_loss(code_logits: torch.Tensor, saturating: bool = False) -> torch.Tensor:
     r"""What the encoder (the generator) minimizes, per code, (B,) in nats.
 
-    The encoder descends it: it moves its codes to where D says "prior". Saturating and non-saturating
+    The encoder descends it: it moves its codes to where T says "prior". Saturating and non-saturating
     forms have the same fixed point (q = p) but not the same gradients:
-    non-saturating (default): -log D(z) = softplus(-l), strong gradients while D rejects the codes
-    (Goodfellow et al. 2014, section 3). Saturating: log(1 - D(z)) = -softplus(l), the minimax form,
-    whose gradient vanishes exactly when D confidently rejects the codes. Raises ValueError unless (B,).
+    non-saturating (default): -log T(z) = softplus(-l), strong gradients while T rejects the codes
+    (Goodfellow et al. 2014, section 3). Saturating: log(1 - T(z)) = -softplus(l), the minimax form,
+    whose gradient vanishes exactly when T confidently rejects the codes. Raises ValueError unless (B,).
     """
     if code_logits.dim() != 1:
         raise ValueError(f"expected (B,) logits, got shape {tuple(code_logits.shape)}")
@@ -133,8 +133,8 @@ def adversarial_step(model: "AdversarialModel", optimizers: Mapping[str, torch.o
     """One minibatch of AAE training (Makhzani et al. 2016, sections 2 and 5), each phase one :func:`update`:
 
     1. reconstruction: encoder and decoder descend -log p(x | q(x)[, y]);
-    2. discriminator: D descends its cross-entropy on prior samples (label 1) vs codes (label 0);
-    3. generator: the encoder descends -log D(q(x)), moving its codes towards the prior;
+    2. discriminator: T descends its cross-entropy on prior samples (label 1) vs codes (label 0);
+    3. generator: the encoder descends -log T(q(x)), moving its codes towards the prior;
     4. given `labelled` = (x_l, y_l) (semi-supervised), classification: the encoder's class head descends
        the cross-entropy of the labels.
 
@@ -213,7 +213,7 @@ class AdversarialAutoencoder(AdversarialModel):
 
     encoder q(x) = z: ``mlp([input_dim, *hidden, latent_dim])``; decoder p(x|z) (or p(x|z, y)):
     ``mlp([latent_dim (+ n_classes), *reversed(hidden), input_dim])`` returning Bernoulli logits;
-    discriminator D(z): :class:`Discriminator` over latent_dim.
+    discriminator T(z): :class:`Discriminator` over latent_dim.
 
     With ``n_classes = 0`` (unsupervised) the decoder sees z only. With ``n_classes = K > 0`` (the
     *supervised* AAE, Makhzani et al. 2016, section 4) the decoder also reads one_hot(y), so the label
@@ -227,7 +227,7 @@ class AdversarialAutoencoder(AdversarialModel):
         activation: a key of :data:`ae_course.models.ACTIVATIONS`.
         prior: a :class:`ae_course.priors.Prior` with ``dim == latent_dim``; default N(0, I).
         n_classes: 0 for the unsupervised AAE, K for the supervised one.
-        discriminator_hidden: hidden widths of D.
+        discriminator_hidden: hidden widths of T.
     Raises:
         ValueError: for latent_dim < 1, n_classes < 0, a prior of another dimension, or as :func:`mlp`.
     """
@@ -281,7 +281,7 @@ class AdversarialAutoencoder(AdversarialModel):
         return -self.log_likelihood(x, self(x, y))
 
     def discriminator_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """D's loss on the codes of x (detached: the encoder gets no gradient) and as many prior samples,
+        """T's loss on the codes of x (detached: the encoder gets no gradient) and as many prior samples,
         (B,)."""
         with torch.no_grad():
             z = self.encode(x)
@@ -289,7 +289,7 @@ class AdversarialAutoencoder(AdversarialModel):
         return discriminator_loss(self.discriminator(z_prior), self.discriminator(z))
 
     def generator_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's adversarial loss -log D(q(x)), (B,) in nats (non-saturating)."""
+        """The encoder's adversarial loss -log T(q(x)), (B,) in nats (non-saturating)."""
         return generator_loss(self.discriminator(self.encode(x)))
 
     # ------------------------------------------------------------------ using the model

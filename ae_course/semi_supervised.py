@@ -36,7 +36,7 @@ class SemiSupervisedAAE(AdversarialModel):
     labelled examples train the class head with the cross-entropy (:meth:`classification_loss`).
 
     Args:
-        input_dim: D (784 for MNIST); n_classes: K; style_dim: the dimension of z.
+        input_dim: D (784 for MNIST); n_classes: C; style_dim: the dimension of z.
         hidden, activation: the encoder's hidden layers (the decoder mirrors them).
         prior: the prior on z (default N(0, I)); the prior on y is uniform categorical.
         discriminator_hidden: hidden widths of both discriminators.
@@ -111,7 +111,7 @@ class SemiSupervisedAAE(AdversarialModel):
                 + discriminator_loss(self.discriminator_z(z_prior), self.discriminator_z(z)))
 
     def generator_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's adversarial loss against both discriminators, -log D_y - log D_z, (B,)."""
+        """The encoder's adversarial loss against both discriminators, -log T_y - log T_z, (B,)."""
         y_logits, z = self.encode(x)
         return (generator_loss(self.discriminator_y(y_logits.softmax(dim=1)))
                 + generator_loss(self.discriminator_z(z)))
