@@ -12,7 +12,7 @@ from torch.distributions import Normal
 
 from ..aae import discriminator_loss, optimal_discriminator
 from .feedback import (Feedback, as_number, as_vector, call_learner, checker, close, max_difference, name_mistake,
-                       prefixed)
+                       prefixed, OutOfTime, with_deadline)
 
 # The setting of the optimal-discriminator exercise: the prior p = N(0, 1), the codes q = N(2, 0.5^2)
 # (standard deviation 0.5), evaluated at z = 1.
@@ -234,9 +234,6 @@ def check_saturating_gradient(answer) -> Feedback:
 PHASES = ("reconstruction", "discriminator", "generator")
 _OWNS = {"reconstruction": ("encoder", "decoder"), "discriminator": ("discriminator",), "generator": ("encoder",)}
 
-
-class _OutOfTime(Exception):
-    """Raised inside the training loop when the learner's step has used up the checker's time limit."""
 
 
 def _bare_model_class():
@@ -474,11 +471,8 @@ def _train_both_aae(step: Callable, bare, config: dict, x: torch.Tensor, *, step
     reference = AdversarialAutoencoder(**config)
     learner = bare(**config)
     learner.load_state_dict(reference.state_dict())
-    deadline = time.perf_counter() + time_limit
 
     def your_step(model, optimizers, xb, yb=None):
-        if time.perf_counter() > deadline:
-            raise _OutOfTime()
         return call_learner(step, model, optimizers, xb, yb, call="your step", returns=dict,
                             expect="a dict of the losses of the three phases", when=" during training")
 
@@ -489,8 +483,8 @@ def _train_both_aae(step: Callable, bare, config: dict, x: torch.Tensor, *, step
     ours_seconds = time.perf_counter() - start
     start = time.perf_counter()
     try:
-        yours = train(learner, x, step=your_step, **settings)
-    except _OutOfTime:
+        yours = train(learner, x, step=with_deadline(your_step, time_limit), **settings)
+    except OutOfTime:
         return Feedback(False, f"one step is right, but {steps} training steps with your step took more than "
                                f"{time_limit:.0f} s (adversarial_step: {ours_seconds:.1f} s).")
     except FloatingPointError as err:

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..losses import bernoulli_log_likelihood, squared_error
 from .feedback import (Feedback, NotYet, as_number, as_vector, call_learner, checker, close, max_difference,
-                       name_mistake, prefixed)
+                       name_mistake, prefixed, OutOfTime, with_deadline)
 
 AVERAGED_OVER_PIXELS = "you averaged over pixels; sum over the pixels of an image, then average over images."
 
@@ -242,16 +242,14 @@ def check_autoencoder_model(model_class: Callable[[int], nn.Module], x_train: to
     start = time.perf_counter()
 
     def learner_step(model, optimizers, batch, y=None):
-        if time.perf_counter() - start > max_seconds:
-            raise NotYet(f"training your model for {steps} steps took longer than {max_seconds:.0f} s (the "
-                         f"package's takes a few seconds): use the sizes asked for, {MODEL_MISTAKES_HINT}.")
         return {"loss": update(model, optimizers["loss"], model.loss(batch).reshape(()))}
 
     try:
-        train(model, x_train, steps=steps, batch_size=batch_size, lr=lr, seed=seed, step=learner_step,
-              device=device, progress=False)
-    except NotYet:
-        raise
+        train(model, x_train, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+              step=with_deadline(learner_step, max_seconds), device=device, progress=False)
+    except OutOfTime:
+        raise NotYet(f"training your model for {steps} steps took longer than {max_seconds:.0f} s (the "
+                     f"package's takes a few seconds): use the sizes asked for, {MODEL_MISTAKES_HINT}.") from None
     except Exception as err:  # the learner's model may fail in any way during training
         raise NotYet(f"training your model raised {type(err).__name__}: {err}") from None
     seconds = time.perf_counter() - start

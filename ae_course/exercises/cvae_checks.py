@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .feedback import (Feedback, as_number, as_vector, call_learner, checker, close, max_difference, mean_of,
-                       name_fraction_mistake, name_mistake, unrefused)
+                       name_fraction_mistake, name_mistake, unrefused, OutOfTime,
+                       with_deadline)
 
 __all__ = ["CVAENetworks", "check_condition", "check_cvae_loss", "check_generation_accuracy"]
 
@@ -142,9 +143,6 @@ class CVAENetworks:
         return (f"CVAENetworks(input_dim={self.input_dim}, latent_dim={self.latent_dim}, "
                 f"n_classes={self.n_classes})")
 
-
-class _OutOfTime(Exception):
-    """Raised inside the training loop when the learner's code has used up the checker's time limit."""
 
 
 def _cvae_variant(nets: CVAENetworks, x: torch.Tensor, y: torch.Tensor, seed: int, *, sign: float = -1.0,
@@ -311,11 +309,8 @@ def _train_both(loss_fn: Callable, reference, learner, x: torch.Tensor, y: torch
     from ..training import train, update
 
     learner.load_state_dict(reference.state_dict())
-    deadline = time.perf_counter() + time_limit
 
     def your_step(model, optimizers, xb, yb=None):
-        if time.perf_counter() > deadline:
-            raise _OutOfTime()
         loss = call_learner(loss_fn, CVAENetworks(model), xb, yb, call="your loss", detach=False,
                             when=" during training")
         return {"loss": update(model, optimizers["loss"], loss.mean())}
@@ -327,8 +322,8 @@ def _train_both(loss_fn: Callable, reference, learner, x: torch.Tensor, y: torch
     ours_seconds = time.perf_counter() - start
     start = time.perf_counter()
     try:
-        yours = train(learner, x, y, step=your_step, **settings)
-    except _OutOfTime:
+        yours = train(learner, x, y, step=with_deadline(your_step, time_limit), **settings)
+    except OutOfTime:
         return Feedback(False, f"one batch is right, but {steps} training steps with your loss took more than "
                                f"{time_limit:.0f} s (the package's loss: {ours_seconds:.1f} s); is it doing "
                                "more work than one pass through each network?")

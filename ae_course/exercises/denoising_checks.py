@@ -30,7 +30,7 @@ from ..models import Autoencoder
 from .autoencoder_checks import name_distinct_mistake
 
 from .feedback import (Feedback, NotYet, as_number, as_vector, call_learner, checker, close, max_difference,
-                       mean_of, name_mistake)
+                       mean_of, name_mistake, OutOfTime, with_deadline)
 
 __all__ = ["check_dae_step", "check_denoising_error", "check_identity_masking_error", "check_masking_noise"]
 
@@ -309,19 +309,17 @@ def check_dae_step(step_fn: Callable, denoise_fn: Callable, x_train: torch.Tenso
     corrupt = functools.partial(masking_noise, fraction=fraction)
 
     def learner_step(model, optimizers, batch, y=None):
-        if time.perf_counter() - start > max_seconds:
-            raise NotYet(f"training with your step for {steps} steps took longer than {max_seconds:.0f} s (the "
-                         "package's takes a few seconds).")
         loss = step_fn(model, optimizers["loss"], batch, corrupt)
         return {"loss": torch.as_tensor(float(loss.detach() if isinstance(loss, torch.Tensor) else loss))}
 
     torch.manual_seed(seed)
     learner = Autoencoder(input_dim=x.shape[1], latent_dim=latent_dim, hidden=hidden)
     try:
-        train(learner, x_train, steps=steps, batch_size=batch_size, lr=lr, seed=seed, step=learner_step,
-              device=device, progress=False)
-    except NotYet:
-        raise
+        train(learner, x_train, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+              step=with_deadline(learner_step, max_seconds), device=device, progress=False)
+    except OutOfTime:
+        raise NotYet(f"training with your step for {steps} steps took longer than {max_seconds:.0f} s (the "
+                     "package's takes a few seconds).") from None
     except Exception as err:  # the learner's step may fail in any way during training
         raise NotYet(f"training with your step raised {type(err).__name__}: {err}") from None
     seconds = time.perf_counter() - start

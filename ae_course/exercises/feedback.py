@@ -15,6 +15,8 @@ mistakes; the helpers do the rest:
 * :func:`close` and :func:`name_mistake` compare with a tolerance: the second raises NotYet with the message
   of the first known mistake whose value matches the answer (:func:`name_fraction_mistake` knows the usual
   slips in a fraction: a percentage, the complement, a count);
+* :func:`with_deadline` wraps the training step a checker hands to ``ae_course.train`` so that the learner's
+  training stops with :class:`OutOfTime` once the checker's wall-clock limit is used up;
 * :func:`prefixed` puts the context in front of a message ("right for moderate logits, but at +-100: ...").
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import textwrap
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -67,6 +70,25 @@ def checker(check: Callable[..., Feedback]) -> Callable[..., Feedback]:
         except NotYet as problem:
             return Feedback(False, problem.message)
     return checked
+
+
+class OutOfTime(Exception):
+    """Raised by a step wrapped with :func:`with_deadline` once its time is up; it stops ``ae_course.train``."""
+
+
+def with_deadline(step: Callable, seconds: float) -> Callable:
+    """`step` (``step(model, optimizers, x, y, **extra) -> {name: loss}``, as ``ae_course.train`` calls it)
+    wrapped so that every call first reads the clock: once `seconds` of wall-clock time have passed since this
+    call, it raises :class:`OutOfTime` instead of stepping. The checker that catches it says what took too long.
+    """
+    deadline = time.perf_counter() + seconds
+
+    def timed(*args, **kwargs):
+        if time.perf_counter() > deadline:
+            raise OutOfTime(f"out of the {seconds:g} s the checker allows")
+        return step(*args, **kwargs)
+
+    return timed
 
 
 @contextmanager

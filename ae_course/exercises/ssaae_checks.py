@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .feedback import (Feedback, NotYet, as_number, as_vector, call_learner, checker, close, name_fraction_mistake,
-                       name_mistake, unrefused)
+                       name_mistake, unrefused, OutOfTime, with_deadline)
 
 __all__ = ["check_error_rate", "check_class_discriminator", "optimal_class_discriminator",
            "check_choose_labelled", "check_semi_supervised_step"]
@@ -570,16 +570,11 @@ def _train_both(step, reference, settings, x_train, labelled, x_test, y_test, st
     for who, fn in (("your step", step), ("the package's step", reference)):
         model = _checking_model(**settings, dtype=torch.float32)
         start = time.perf_counter()
-
-        def timed(*args, **kwargs):
-            if time.perf_counter() - start > time_limit:
-                raise TimeoutError
-            return fn(*args, **kwargs)
-
         try:
             train(model, x_train.float(), labelled=(labelled[0].float(), labelled[1]), steps=steps,
-                  batch_size=batch_size, seed=seed, step=timed, progress=False, device="cpu")
-        except TimeoutError:
+                  batch_size=batch_size, seed=seed, step=with_deadline(fn, time_limit), progress=False,
+                  device="cpu")
+        except OutOfTime:
             return (f"{who} took longer than {time_limit:.0f} s for {steps} steps of a small model; the "
                     "package's step takes a fraction of that.")
         seconds = time.perf_counter() - start

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import gaussian_kl
-from .feedback import (Feedback, NotYet, as_number, as_vector, call_learner, checker, close, max_difference,
-                       name_mistake, prefixed)
+from .feedback import (Feedback, NotYet, OutOfTime, as_number, as_vector, call_learner, checker, close,
+                       max_difference, name_mistake, prefixed, with_deadline)
 
 __all__ = ["check_active_units", "check_log_likelihood_bound", "check_negative_elbo", "check_vae_class"]
 
@@ -459,22 +459,21 @@ def _gradient_problem(model, x: torch.Tensor, seed: int, same_noise: bool) -> st
 
 
 def _train(model, x_train: torch.Tensor, steps: int, batch_size: int, seed: int, limit: float | None) -> float:
-    """Train with ae_course.train (Adam, lr 1e-3, dynamic binarization) in chunks of 50 steps, stopping with
-    NotYet after `limit` seconds; returns the seconds taken."""
+    """Train with ae_course.train (Adam, lr 1e-3, dynamic binarization), stopping with NotYet after `limit`
+    seconds; returns the seconds taken."""
     from ..data import binarize_dynamic
-    from ..training import train
+    from ..training import loss_step, train
 
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    start, done = time.perf_counter(), 0
-    while done < steps:
-        chunk = min(50, steps - done)
-        train(model, x_train, steps=chunk, batch_size=batch_size, seed=seed + done, transform=binarize_dynamic,
-              optimizers=optimizer, device="cpu", progress=False)
-        done += chunk
-        if limit is not None and time.perf_counter() - start > limit and done < steps:
-            raise NotYet(f"training stopped after {done} of {steps} steps: it took more than the time limit of "
-                         f"{limit:.0f} s. Is the model much larger than a {model.__class__.__name__} with the "
-                         "sizes it was given?")
+    start = time.perf_counter()
+    try:
+        train(model, x_train, steps=steps, batch_size=batch_size, seed=seed, transform=binarize_dynamic,
+              optimizers=optimizer, step=loss_step if limit is None else with_deadline(loss_step, limit),
+              device="cpu", progress=False)
+    except OutOfTime:
+        raise NotYet(f"training stopped before its {steps} steps were done: it took more than the time limit of "
+                     f"{limit:.0f} s. Is the model much larger than a {model.__class__.__name__} with the sizes "
+                     "it was given?") from None
     return time.perf_counter() - start
 
 
