@@ -21,7 +21,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 CHAPTERS = {"chapters/01_autoencoder.html": 5, "chapters/03_elbo.html": 2, "chapters/04_gaussian_kl.html": 2,
             "chapters/05_reparameterization.html": 2, "chapters/06_vae_mnist.html": 7,
             "chapters/02_denoising.html": 2, "chapters/07_conditional_vae.html": 3,
-            "chapters/08_adversarial_regularization.html": 3, "chapters/11_comparison.html": 5,
+            "chapters/08_adversarial_regularization.html": 3, "chapters/14_comparison.html": 5,
             "chapters/09_aae_mnist.html": 8, "chapters/10_semi_supervised_aae.html": 3}
 
 
