@@ -39,7 +39,7 @@ from torch import nn
 from .losses import bernoulli_log_likelihood
 from .models import check_input, mlp, with_labels
 from .priors import GaussianPrior, Prior
-from .training import update
+from .training import adam, update
 
 __all__ = ["Discriminator", "optimal_discriminator", "discriminator_loss", "generator_loss",
            "AdversarialModel", "AdversarialAutoencoder", "make_optimizers", "adversarial_step"]
@@ -112,18 +112,17 @@ def generator_loss(code_logits: torch.Tensor, saturating: bool = False) -> torch
 
 def make_optimizers(model: "AdversarialModel", lr: float = 1e-3, lr_adversarial: float = 2e-4,
                     betas_adversarial: tuple[float, float] = (0.5, 0.999)) -> dict[str, torch.optim.Optimizer]:
-    """One Adam optimizer per phase, each over exactly the parameters that phase may change.
+    """One Adam optimizer (:func:`ae_course.training.adam`) per phase, each over exactly the parameters that phase may change.
 
     ``reconstruction``: encoder + decoder at `lr`; ``discriminator``: the discriminator(s) and
     ``generator``: the encoder, both at `lr_adversarial` with `betas_adversarial` (beta1 = 0.5, the usual
     choice for GANs, Radford et al. 2016); ``classification`` (semi-supervised models only): the encoder at `lr`.
     """
-    opts = {"reconstruction": torch.optim.Adam([*model.encoder.parameters(), *model.decoder.parameters()], lr=lr),
-            "discriminator": torch.optim.Adam(model.discriminators.parameters(), lr=lr_adversarial,
-                                              betas=betas_adversarial),
-            "generator": torch.optim.Adam(model.encoder.parameters(), lr=lr_adversarial, betas=betas_adversarial)}
+    opts = {"reconstruction": adam([*model.encoder.parameters(), *model.decoder.parameters()], lr=lr),
+            "discriminator": adam(model.discriminators.parameters(), lr=lr_adversarial, betas=betas_adversarial),
+            "generator": adam(model.encoder.parameters(), lr=lr_adversarial, betas=betas_adversarial)}
     if hasattr(model, "classification_loss"):
-        opts["classification"] = torch.optim.Adam(model.encoder.parameters(), lr=lr)
+        opts["classification"] = adam(model.encoder.parameters(), lr=lr)
     return opts
 
 

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from .files import atomic_write
 from .models import check_finite
 
-__all__ = ["get_device", "minibatch_budget", "History", "evaluate", "update", "loss_step", "make_optimizers",
-           "train", "save_checkpoint", "load_checkpoint"]
+__all__ = ["get_device", "minibatch_budget", "History", "evaluate", "update", "loss_step", "adam",
+           "make_optimizers", "train", "save_checkpoint", "load_checkpoint"]
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
@@ -163,12 +163,23 @@ def loss_step(model: nn.Module, optimizers: Mapping[str, torch.optim.Optimizer],
     return {"loss": update(model, optimizers["loss"], _loss(model, x, y).mean())}
 
 
+def adam(parameters, lr: float = 1e-3, **options) -> torch.optim.Adam:
+    """Adam (Kingma & Ba 2015) over `parameters`, updating all of them at once (``foreach=True``).
+
+    The multi-tensor update does the same arithmetic as torch's default on CPU (a Python loop over the
+    parameters, one small kernel per operation and tensor), so training gives bit-identical parameters
+    (tests/test_training.py checks it), at about two thirds of the time per step for the book's MLPs on CPU.
+    `options` (betas, eps, weight_decay, ...) go to ``torch.optim.Adam``.
+    """
+    return torch.optim.Adam(parameters, lr=lr, foreach=True, **options)
+
+
 def make_optimizers(model: nn.Module, lr: float = 1e-3) -> dict[str, torch.optim.Optimizer]:
-    """The model's own ``make_optimizers(lr)`` if it has one, else ``{"loss": Adam(model.parameters(), lr)}``
-    (Kingma & Ba 2015)."""
+    """The model's own ``make_optimizers(lr)`` if it has one, else ``{"loss": adam(model.parameters(), lr)}``
+    (:func:`adam`)."""
     if hasattr(model, "make_optimizers"):
         return model.make_optimizers(lr=lr)
-    return {"loss": torch.optim.Adam(model.parameters(), lr=lr)}
+    return {"loss": adam(model.parameters(), lr=lr)}
 
 
 class Step(Protocol):
