@@ -66,10 +66,13 @@ def _proposal(model, proposal: Proposal | None) -> Proposal:
 
 
 def _log_weights(model, x: torch.Tensor, y: torch.Tensor | None, mu: torch.Tensor, log_var: torch.Tensor,
-                 n: int, generator: torch.Generator | None) -> torch.Tensor:
-    """log w_i = log p(x|z_i[, y]) + log p(z_i) - log r(z_i|x) for n samples z_i ~ r(z|x): returns (n, B)."""
+                 n: int, generator: torch.Generator | None, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """log w_i = log p(x|z_i[, y]) + log p(z_i) - log r(z_i|x) for n samples z_i ~ r(z|x): returns (n, B).
+
+    z_i = mu + sigma * eps_i, the noise drawn here or given as eps (n, B, L); differentiable (the IWAE trains
+    on it)."""
     batch, latent_dim = mu.shape
-    z = reparameterize(mu, log_var, n_samples=n, generator=generator)               # (n, B, L)
+    z = reparameterize(mu, log_var, eps, n_samples=n, generator=generator)          # (n, B, L)
     log_q = Independent(Normal(mu, torch.exp(0.5 * log_var), validate_args=False), 1).log_prob(z)  # (n, B)
     log_prior = model.prior.log_prob(z.reshape(n * batch, latent_dim)).reshape(n, batch)          # log p(z)
     y_rep = None if y is None else y.unsqueeze(0).expand(n, *y.shape).reshape(n * batch, *y.shape[1:])

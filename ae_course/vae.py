@@ -16,6 +16,11 @@ the decoder): q_phi(z|x, y), p_theta(x|z, y), the prior p(z) = N(0, I) independe
 conditional ELBO log p(x|y) >= E_q[log p_theta(x|z, y)] - KL(q_phi(z|x, y) || p(z)) (Sohn et al. 2015,
 eq. 4; Kingma et al. 2014, eq. 6). Every method then takes the labels as its last argument ``y``.
 
+With ``prior=`` a :class:`ae_course.learned_priors.GaussianMixturePrior` (a learned mixture of Gaussians, or
+the VampPrior of Tomczak & Welling 2018), p(z) is that learned prior: :attr:`VAE.prior` returns it as a
+torch distribution, :meth:`VAE.sample` draws from it, and the KL term has no closed form, so it is estimated
+by Monte Carlo at the reparameterized sample, log q_phi(z|x) - log p(z) (Kingma & Welling 2014, eq. 6-7).
+
 All per-example quantities are returned with shape (B,), summed over pixels and latent dimensions,
 in nats.
 """
@@ -27,7 +32,8 @@ import torch
 from torch import nn
 from torch.distributions import Independent
 
-from .losses import gaussian_kl, reparameterize, standard_normal
+from .learned_priors import GaussianMixturePrior, VampPrior
+from .losses import gaussian_kl, gaussian_log_likelihood, reparameterize, standard_normal
 from .models import Likelihood, check_input, check_likelihood, log_likelihood, mlp, with_labels
 
 __all__ = ["VAE", "ConditionalVAE", "LOG_VAR_MIN", "LOG_VAR_MAX"]
@@ -66,14 +72,18 @@ class VAE(nn.Module):
             -log p(x|z) = 1/2 ||x - sigmoid(logits)||^2 + D/2 log(2 pi).
         beta: weight of the KL term in :meth:`loss` (beta-VAE, Higgins et al. 2017); beta = 1 is the ELBO.
         n_classes: 0 for the VAE, K > 0 for the conditional VAE.
+        prior: None for p(z) = N(0, I) (closed-form KL), or a learned prior module
+            (:class:`~ae_course.learned_priors.LearnedMixturePrior`, :class:`~ae_course.learned_priors.VampPrior`),
+            registered as ``learned_prior`` and trained with the model (Monte Carlo KL).
     Raises:
         ValueError: for an unknown likelihood or activation, input_dim < 1, latent_dim < 1, n_classes < 0,
-            a non-positive hidden width, or beta < 0.
+            a non-positive hidden width, or beta < 0; for a prior that is not a GaussianMixturePrior, whose
+            latent_dim (or input_dim) differs from the model's, or a VampPrior on a conditional model.
     """
 
     def __init__(self, input_dim: int = 784, latent_dim: int = 20, hidden: Sequence[int] = (400,),
                  activation: str = "relu", likelihood: Likelihood = "bernoulli", beta: float = 1.0,
-                 n_classes: int = 0):
+                 n_classes: int = 0, prior: GaussianMixturePrior | None = None):
         super().__init__()
         if int(input_dim) < 1 or int(latent_dim) < 1 or int(n_classes) < 0:
             raise ValueError(f"need input_dim >= 1, latent_dim >= 1 and n_classes >= 0, got input_dim={input_dim}, "
@@ -85,17 +95,25 @@ class VAE(nn.Module):
         self.likelihood, self.beta = check_likelihood(likelihood), float(beta)
         self.encoder = mlp([self.input_dim + self.n_classes, *self.hidden, 2 * self.latent_dim], activation)
         self.decoder = mlp([self.latent_dim + self.n_classes, *reversed(self.hidden), self.input_dim], activation)
+        self.learned_prior = _check_prior(prior, self.input_dim, self.latent_dim, self.n_classes)
 
     @property
     def config(self) -> dict:
         """The constructor's arguments: what :func:`ae_course.training.save_checkpoint` stores to rebuild the model."""
         return {"input_dim": self.input_dim, "latent_dim": self.latent_dim, "hidden": list(self.hidden),
                 "activation": self.activation, "likelihood": self.likelihood, "beta": self.beta,
-                "n_classes": self.n_classes}
+                "n_classes": self.n_classes,
+                **({} if self.learned_prior is None else {"prior": self.learned_prior.config})}
 
     @property
     def prior(self) -> Independent:
-        """p(z) = N(0, I): :func:`ae_course.losses.standard_normal` with event shape (latent_dim,), on the model's device."""
+        """p(z) = N(0, I): :func:`ae_course.losses.standard_normal` with event shape (latent_dim,), on the model's device.
+
+        With a learned prior, its :meth:`~ae_course.learned_priors.GaussianMixturePrior.distribution`: a
+        MixtureSameFamily with event shape (latent_dim,), differentiable in the prior's parameters.
+        """
+        if self.learned_prior is not None:
+            return self.learned_prior.distribution(self)
         return standard_normal(self.latent_dim, like=self.decoder[0].weight)
 
     def encode(self, x: torch.Tensor, y=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,10 +153,25 @@ class VAE(nn.Module):
 
     def elbo_terms(self, x: torch.Tensor, y=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The two terms of the ELBO: (log p_theta(x|z[, y]) at one z ~ q_phi(z|x[, y]), KL(q_phi || p(z))),
-        each (B,) in nats. Raises ValueError as :meth:`encode` and :meth:`log_likelihood`.
+        each (B,) in nats. With a learned prior the KL is the Monte Carlo estimate of
+        :meth:`monte_carlo_elbo_terms`. Raises ValueError as :meth:`encode` and :meth:`log_likelihood`.
         """
+        if self.learned_prior is not None:
+            return self.monte_carlo_elbo_terms(x, y)
         logits, mu, log_var = self(x, y)
         return self.log_likelihood(x, logits), gaussian_kl(mu, log_var)
+
+    def monte_carlo_elbo_terms(self, x: torch.Tensor, y=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p_theta(x|z), log q_phi(z|x) - log p(z)) at one reparameterized z ~ q_phi(z|x), each (B,), nats.
+
+        The second term is a single-sample, unbiased estimate of KL(q_phi(z|x) || p(z)) for any prior with a
+        density (Kingma & Welling 2014, eq. 6-7); its gradient reaches the encoder (through z, mu and
+        log_var) and the prior's parameters. Raises ValueError as :meth:`encode`.
+        """
+        mu, log_var = self.encode(x, y)
+        z = reparameterize(mu, log_var)
+        log_q = gaussian_log_likelihood(z, mu, log_var)                 # log q(z|x), (B,)
+        return self.log_likelihood(x, self.decode(z, y)), log_q - self.prior.log_prob(z)
 
     def elbo(self, x: torch.Tensor, y=None) -> torch.Tensor:
         r"""Single-sample estimate of the ELBO, (B,) in nats (Kingma & Welling 2014, eq. 10).
@@ -169,7 +202,8 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, y=None) -> torch.Tensor:
-        """Draw n images from the model: z ~ p(z) = N(0, I), returns sigmoid(decode(z[, y])), (n, input_dim) in [0, 1].
+        """Draw n images from the model: z ~ p(z) = N(0, I) (or the learned prior), returns sigmoid(decode(z[, y])),
+        (n, input_dim) in [0, 1].
 
         These are the decoder's means (pixel probabilities), not binary draws. `generator` makes the draw
         reproducible (it must live on the model's device). y: n labels, the class of each image
@@ -177,9 +211,24 @@ class VAE(nn.Module):
         """
         if isinstance(n, bool) or int(n) != n or int(n) < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        if self.learned_prior is not None:
+            return torch.sigmoid(self.decode(self.learned_prior.sample(self, int(n), generator), y))
         weight = self.decoder[0].weight
         z = torch.randn(int(n), self.latent_dim, generator=generator, device=weight.device, dtype=weight.dtype)
         return torch.sigmoid(self.decode(z, y))
+
+
+def _check_prior(prior, input_dim: int, latent_dim: int, n_classes: int) -> GaussianMixturePrior | None:
+    if prior is None:
+        return None
+    if not isinstance(prior, GaussianMixturePrior):
+        raise ValueError(f"prior must be None (N(0, I)) or a GaussianMixturePrior module, got {type(prior).__name__}")
+    if getattr(prior, "latent_dim", latent_dim) != latent_dim:
+        raise ValueError(f"the prior is over {prior.latent_dim} dimensions but latent_dim = {latent_dim}")
+    if isinstance(prior, VampPrior) and (prior.input_dim != input_dim or n_classes):
+        raise ValueError(f"a VampPrior needs an unconditional model with its input_dim; got pseudo-inputs of "
+                         f"{prior.input_dim} pixels for input_dim = {input_dim}, n_classes = {n_classes}")
+    return prior
 
 
 class ConditionalVAE(VAE):
@@ -191,8 +240,8 @@ class ConditionalVAE(VAE):
 
     def __init__(self, input_dim: int = 784, n_classes: int = 10, latent_dim: int = 2,
                  hidden: Sequence[int] = (400,), activation: str = "relu", likelihood: Likelihood = "bernoulli",
-                 beta: float = 1.0):
+                 beta: float = 1.0, prior: GaussianMixturePrior | None = None):
         if int(n_classes) < 1:
             raise ValueError(f"n_classes must be >= 1, got {n_classes}")
         super().__init__(input_dim=input_dim, latent_dim=latent_dim, hidden=hidden, activation=activation,
-                         likelihood=likelihood, beta=beta, n_classes=n_classes)
+                         likelihood=likelihood, beta=beta, n_classes=n_classes, prior=prior)
