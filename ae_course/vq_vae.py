@@ -35,7 +35,7 @@ from .models import Likelihood, check_finite, check_input, check_likelihood, log
 
 __all__ = ["ConvEncoder", "ConvDecoder", "nearest_code", "straight_through", "codebook_loss",
            "commitment_loss", "Quantized", "VectorQuantizer", "VQVAE", "CodebookUsage", "codebook_usage",
-           "MaskedConv2d", "CodePrior", "VQBound", "vq_log_likelihood_bound"]
+           "MaskedConvolution", "CodePrior", "VQBound", "vq_log_likelihood_bound"]
 
 SIDE = 28
 """Images are SIDE x SIDE = 28 x 28 pixels, flattened row-major to 784 (as everywhere in the book)."""
@@ -87,7 +87,8 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if not isinstance(z, torch.Tensor) or z.dim() != 4 or tuple(z.shape[1:]) != (self.code_dim, 7, 7):
-            raise ValueError(f"z must have shape (B, {self.code_dim}, 7, 7), got {tuple(getattr(z, 'shape', ()))}")
+            shape = tuple(getattr(z, "shape", ()))
+            raise ValueError(f"z must have shape (B, {self.code_dim}, 7, 7), got {shape}")
         return self.net(z).flatten(1)
 
 
@@ -127,7 +128,7 @@ def codebook_loss(z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
 
 
 def commitment_loss(z_e: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
-    """||z_e - sg[z_q]||^2 per image, (B,): keeps the encoder's outputs near their codes; moves the encoder only.
+    """||z_e - sg[z_q]||^2 per image, (B,): keeps the encoder's outputs near their codes; moves the encoder.
 
     z_e, z_q: (B, D, H, W); summed over D, H, W (the third term of eq. 3, before its weight beta).
     """
@@ -162,8 +163,8 @@ class VectorQuantizer(nn.Module):
     def __init__(self, n_codes: int = 64, code_dim: int = 8, restart_after: int | None = None):
         super().__init__()
         if int(n_codes) < 1 or int(code_dim) < 1 or (restart_after is not None and int(restart_after) < 1):
-            raise ValueError(f"need n_codes >= 1, code_dim >= 1 and restart_after >= 1 or None, got {n_codes}, "
-                             f"{code_dim}, {restart_after}")
+            raise ValueError(f"need n_codes >= 1, code_dim >= 1 and restart_after >= 1 or None, got "
+                             f"{n_codes}, {code_dim}, {restart_after}")
         self.n_codes, self.code_dim = int(n_codes), int(code_dim)
         self.restart_after = None if restart_after is None else int(restart_after)
         self.codebook = nn.Embedding(self.n_codes, self.code_dim)
@@ -179,7 +180,8 @@ class VectorQuantizer(nn.Module):
         z_q = self.codebook(codes).permute(0, 3, 1, 2)                      # (B, D, H, W)
         if self.training:
             self._track_and_restart(z_e, codes)
-        return Quantized(straight_through(z_e, z_q), codes, codebook_loss(z_e, z_q), commitment_loss(z_e, z_q))
+        return Quantized(straight_through(z_e, z_q), codes, codebook_loss(z_e, z_q),
+                         commitment_loss(z_e, z_q))
 
     @torch.no_grad()
     def _track_and_restart(self, z_e: torch.Tensor, codes: torch.Tensor) -> None:
@@ -213,8 +215,8 @@ class VQVAE(nn.Module):
         super().__init__()
         if not beta >= 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
-        self.channels, self.beta, self.likelihood = tuple(int(c) for c in channels), float(beta), check_likelihood(
-            likelihood)
+        self.channels, self.beta = tuple(int(c) for c in channels), float(beta)
+        self.likelihood = check_likelihood(likelihood)
         self.encoder = ConvEncoder(code_dim, channels)
         self.quantizer = VectorQuantizer(n_codes, code_dim, restart_after)
         self.decoder = ConvDecoder(code_dim, channels)
@@ -223,8 +225,8 @@ class VQVAE(nn.Module):
     def config(self) -> dict:
         """The constructor's arguments (what :func:`ae_course.training.save_checkpoint` stores)."""
         q = self.quantizer
-        return {"n_codes": q.n_codes, "code_dim": q.code_dim, "channels": list(self.channels), "beta": self.beta,
-                "restart_after": q.restart_after, "likelihood": self.likelihood}
+        return {"n_codes": q.n_codes, "code_dim": q.code_dim, "channels": list(self.channels),
+                "beta": self.beta, "restart_after": q.restart_after, "likelihood": self.likelihood}
 
     @property
     def n_codes(self) -> int:
@@ -257,7 +259,8 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """The discrete code of each image: x (B, 784) -> (B, 7, 7) long in 0..K-1 (no gradient, no restarts)."""
+        """The discrete code of each image: x (B, 784) -> (B, 7, 7) long in 0..K-1 (no gradient, no
+        restarts)."""
         return nearest_code(self.encode(x), self.quantizer.codebook.weight)
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
@@ -277,13 +280,14 @@ def _check_codes(codes: torch.Tensor, n_codes: int) -> None:
     if codes.is_floating_point() and not torch.equal(codes, codes.round()):
         raise ValueError("codes must be whole numbers (indices into the codebook)")
     if codes.min() < 0 or codes.max() >= n_codes:
-        raise ValueError(f"codes must lie in 0..{n_codes - 1}, got values in {int(codes.min())}..{int(codes.max())}")
+        raise ValueError(f"codes must lie in 0..{n_codes - 1}, got values in "
+                         f"{int(codes.min())}..{int(codes.max())}")
 
 
 class CodebookUsage(NamedTuple):
     """How a set of codes uses a codebook of K codes (:func:`codebook_usage`)."""
 
-    perplexity: float  #: exp(H(f)), H the entropy in nats of the code frequencies f: 1 (one code) .. K (uniform)
+    perplexity: float  #: exp(H(f)), H the entropy (nats) of the code frequencies f: 1 (one code) .. K
     dead: int          #: codes never used
     counts: torch.Tensor  #: (K,) how often each code was used
 
@@ -306,7 +310,7 @@ def codebook_usage(codes: torch.Tensor, n_codes: int) -> CodebookUsage:
 # ------------------------------------------------------------------------------------ the prior over codes
 
 
-class MaskedConv2d(nn.Conv2d):
+class MaskedConvolution(nn.Conv2d):
     """A convolution that sees only the positions before the centre in raster order (PixelCNN; van den Oord,
     Kalchbrenner & Kavukcuoglu 2016a): mask ``"A"`` hides the centre too (the first layer: c_i must not see
     itself), ``"B"`` lets it through (the later layers: the centre already holds only information about c_<i).
@@ -348,16 +352,17 @@ class CodePrior(nn.Module):
                              f"{grid}, {channels}, {layers}")
         self.n_codes, self.grid, self.channels = int(n_codes), tuple(int(g) for g in grid), int(channels)
         self.embed = nn.Embedding(self.n_codes, self.channels)
-        blocks: list[nn.Module] = [MaskedConv2d("A", self.channels, self.channels, int(kernel_size))]
+        blocks: list[nn.Module] = [MaskedConvolution("A", self.channels, self.channels, int(kernel_size))]
         for _ in range(int(layers)):
-            blocks += [nn.ReLU(), MaskedConv2d("B", self.channels, self.channels, 3)]
+            blocks += [nn.ReLU(), MaskedConvolution("B", self.channels, self.channels, 3)]
         self.net = nn.Sequential(*blocks, nn.ReLU(), nn.Conv2d(self.channels, self.n_codes, 1))
 
     def logits(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, H, W) -> logits (B, K, H, W) of p(c_i | c_<i) at every position i."""
         _check_codes(codes, self.n_codes)
         if tuple(codes.shape[1:]) != self.grid:
-            raise ValueError(f"codes must have shape (B, {self.grid[0]}, {self.grid[1]}), got {tuple(codes.shape)}")
+            raise ValueError(f"codes must have shape (B, {self.grid[0]}, {self.grid[1]}), got "
+                             f"{tuple(codes.shape)}")
         return self.net(self.embed(codes.long()).permute(0, 3, 1, 2))
 
     def log_prob(self, codes: torch.Tensor) -> torch.Tensor:
@@ -367,7 +372,7 @@ class CodePrior(nn.Module):
         return log_p.gather(1, codes.long().unsqueeze(1)).flatten(1).sum(1)
 
     def loss(self, c: torch.Tensor, y=None) -> torch.Tensor:
-        """-log p(c) per grid, (B,) in nats, for codes flattened to (B, H*W) (floats that are whole numbers)."""
+        """-log p(c) per grid, (B,) in nats, for codes flattened to (B, H*W) (floats of whole numbers)."""
         if y is not None:
             raise ValueError("CodePrior takes no labels")
         if c.dim() != 2 or c.shape[1] != self.grid[0] * self.grid[1]:
@@ -391,7 +396,7 @@ class CodePrior(nn.Module):
 
 
 class VQBound(NamedTuple):
-    """The terms of log p(x) >= log p(x|z_q) + log p(z_q), each (B,) in nats (:func:`vq_log_likelihood_bound`)."""
+    """The terms of log p(x) >= log p(x|z_q) + log p(z_q), each (B,) in nats (see vq_log_likelihood_bound)."""
 
     bound: torch.Tensor           #: log p(x|z_q) + log p(z_q)
     log_likelihood: torch.Tensor  #: log p(x|z_q), the reconstruction term
@@ -399,7 +404,8 @@ class VQBound(NamedTuple):
 
 
 @torch.no_grad()
-def vq_log_likelihood_bound(model: VQVAE, prior: CodePrior, x: torch.Tensor, batch_size: int = 500) -> VQBound:
+def vq_log_likelihood_bound(model: VQVAE, prior: CodePrior, x: torch.Tensor,
+                            batch_size: int = 500) -> VQBound:
     """A lower bound on log p(x) of the VQ-VAE with the fitted prior, per image, in nats.
 
     p(x) = sum_c p(c) p(x|c) >= p(z_q(x)) p(x|z_q(x)): one term of the sum. It is also the ELBO with the
