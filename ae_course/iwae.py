@@ -1,7 +1,8 @@
 """The importance-weighted autoencoder (Burda, Grosse & Salakhutdinov 2016), and the signal-to-noise ratio of
 its gradients (Rainforth, Kosiorek, Le, Maddison, Igl, Wood & Teh 2018).
 
-The IWAE is the VAE of :class:`ae_course.vae.VAE` (same encoder, decoder and prior) trained on a tighter bound,
+The IWAE is the VAE of :class:`ae_course.vae.VAE` (same encoder, decoder and prior) trained on a tighter
+bound,
 
     L_k(x) = E[ log (1/k) sum_{i=1}^k w_i ],   w_i = p(x|z_i) p(z_i) / q(z_i|x),   z_i ~ q(z|x) i.i.d.,
 
@@ -58,12 +59,13 @@ def iwae_bound(model, x: torch.Tensor, k: int, y: torch.Tensor | None = None, ep
 
 
 class IWAE(VAE):
-    r"""The importance-weighted autoencoder: a :class:`~ae_course.vae.VAE` whose loss is -L_k (Burda et al. 2016).
+    r"""The importance-weighted autoencoder: a :class:`~ae_course.vae.VAE` whose loss is -L_k
+    (Burda et al. 2016).
 
     Architecture, prior (standard or learned), encode/decode/sample are the VAE's; only the objective
     changes: ``loss(x) = -iwae_bound(self, x, k)``, k samples per example, so one training step decodes k
     times as many codes as the VAE's. ``elbo`` still returns the (closed-form KL) ELBO, for comparison.
-    The comparison chapter's version is ``IWAE(hidden=(400,), latent_dim=16, k=5)``.
+    The book's comparison protocol (784-400-16 MLPs) is ``IWAE(hidden=(400,), latent_dim=16, k=5)``.
 
     Args:
         k: samples per example in the training objective (k = 1: the ELBO with a Monte Carlo KL).
@@ -73,8 +75,8 @@ class IWAE(VAE):
     """
 
     def __init__(self, input_dim: int = 784, latent_dim: int = 20, hidden: Sequence[int] = (400,),
-                 activation: str = "relu", likelihood: Likelihood = "bernoulli", k: int = 5, n_classes: int = 0,
-                 prior: GaussianMixturePrior | None = None):
+                 activation: str = "relu", likelihood: Likelihood = "bernoulli", k: int = 5,
+                 n_classes: int = 0, prior: GaussianMixturePrior | None = None):
         super().__init__(input_dim=input_dim, latent_dim=latent_dim, hidden=hidden, activation=activation,
                          likelihood=likelihood, n_classes=n_classes, prior=prior)
         self.k = _check_k(k)

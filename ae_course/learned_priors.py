@@ -76,7 +76,8 @@ class GaussianMixturePrior(nn.Module):
 
 
 class LearnedMixturePrior(GaussianMixturePrior):
-    r"""A learnable mixture of K diagonal Gaussians in L dimensions: weights softmax(logits), means, log-variances.
+    r"""A learnable mixture of K diagonal Gaussians in L dimensions: weights softmax(logits), means,
+    log-variances.
 
     The means start at N(0, init_scale^2) draws (from torch's global generator: seed it for reproducible
     models), the log-variances at 0 and the weights equal, so that the untrained prior is close to a
@@ -91,17 +92,18 @@ class LearnedMixturePrior(GaussianMixturePrior):
     def __init__(self, latent_dim: int, n_components: int = 10, init_scale: float = 1.0):
         super().__init__()
         if int(latent_dim) < 1 or int(n_components) < 1 or not init_scale >= 0:
-            raise ValueError(f"need latent_dim >= 1, n_components >= 1 and init_scale >= 0, got {latent_dim}, "
-                             f"{n_components}, {init_scale}")
-        self.latent_dim, self.n_components, self.init_scale = int(latent_dim), int(n_components), float(init_scale)
+            raise ValueError(f"need latent_dim >= 1, n_components >= 1 and init_scale >= 0, got "
+                             f"{latent_dim}, {n_components}, {init_scale}")
+        self.latent_dim, self.n_components = int(latent_dim), int(n_components)
+        self.init_scale = float(init_scale)
         self.logits = nn.Parameter(torch.zeros(self.n_components))
         self.mu = nn.Parameter(self.init_scale * torch.randn(self.n_components, self.latent_dim))
         self.log_var = nn.Parameter(torch.zeros(self.n_components, self.latent_dim))
 
     @property
     def config(self) -> dict:
-        return {"class": type(self).__name__, "latent_dim": self.latent_dim, "n_components": self.n_components,
-                "init_scale": self.init_scale}
+        return {"class": type(self).__name__, "latent_dim": self.latent_dim,
+                "n_components": self.n_components, "init_scale": self.init_scale}
 
     def components(self, model: nn.Module | None = None) -> MixtureComponents:
         """(logits (K,), mu (K, L), log_var (K, L)); the model is not needed."""
@@ -109,8 +111,9 @@ class LearnedMixturePrior(GaussianMixturePrior):
 
 
 class VampPrior(GaussianMixturePrior):
-    r"""The VampPrior p(z) = 1/K sum_k q_phi(z | u_k) with K learned pseudo-inputs u_k (Tomczak & Welling 2018,
-    eq. 9): the aggregate posterior of K images that are trained, like the weights, by the ELBO's gradient.
+    r"""The VampPrior p(z) = 1/K sum_k q_phi(z | u_k) with K learned pseudo-inputs u_k (Tomczak & Welling
+    2018, eq. 9): the aggregate posterior of K images that are trained, like the weights, by the ELBO's
+    gradient.
 
     The components are the owning model's encoder at the pseudo-inputs, so the prior shares the encoder's
     weights and follows it as it learns. The pseudo-inputs live in pixel space, (K, input_dim); they start
@@ -144,7 +147,7 @@ class VampPrior(GaussianMixturePrior):
         """Equal weights and the encoder's (mu, log_var) at the pseudo-inputs: (K,), (K, L), (K, L).
         Raises ValueError without a model, or as ``model.encode`` does (e.g. another number of pixels)."""
         if model is None:
-            raise ValueError("the VampPrior's components are the encoder at its pseudo-inputs: pass the model")
+            raise ValueError("a VampPrior's components are the encoder at its pseudo-inputs: give the model")
         mu, log_var = model.encode(self.pseudo_inputs.to(next(model.parameters()).dtype))
         return MixtureComponents(torch.full((self.n_components,), -math.log(self.n_components),
                                             device=mu.device, dtype=mu.dtype), mu, log_var)

@@ -162,7 +162,7 @@ class VAE(nn.Module):
         return self.log_likelihood(x, logits), gaussian_kl(mu, log_var)
 
     def monte_carlo_elbo_terms(self, x: torch.Tensor, y=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log p_theta(x|z), log q_phi(z|x) - log p(z)) at one reparameterized z ~ q_phi(z|x), each (B,), nats.
+        """(log p_theta(x|z), log q_phi(z|x) - log p(z)) at one reparameterized z ~ q_phi(z|x), (B,) each.
 
         The second term is a single-sample, unbiased estimate of KL(q_phi(z|x) || p(z)) for any prior with a
         density (Kingma & Welling 2014, eq. 6-7); its gradient reaches the encoder (through z, mu and

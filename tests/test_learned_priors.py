@@ -132,7 +132,7 @@ def test_training_and_checkpoints_with_learned_priors(tmp_path):
     (lambda: VAE(latent_dim=3, prior=torch.nn.Linear(2, 2)), "GaussianMixturePrior"),
     (lambda: VAE(input_dim=20, latent_dim=3, prior=VampPrior(4)), "VampPrior needs"),
     (lambda: ConditionalVAE(prior=VampPrior(4)), "VampPrior needs"),
-    (lambda: VampPrior(3).distribution(), "pass the model"),
+    (lambda: VampPrior(3).distribution(), "give the model"),
     (lambda: LearnedMixturePrior(0), "latent_dim >= 1"),
     (lambda: LearnedMixturePrior(2, 0), "n_components >= 1"),
     (lambda: VampPrior(0), "n_components >= 1"),
