@@ -160,7 +160,7 @@ class VectorQuantizer(nn.Module):
     Raises ValueError for K < 1, D < 1 or restart_after < 1.
     """
 
-    def __init__(self, n_codes: int = 64, code_dim: int = 8, restart_after: int | None = None):
+    def __init__(self, n_codes: int = 32, code_dim: int = 8, restart_after: int | None = None):
         super().__init__()
         if int(n_codes) < 1 or int(code_dim) < 1 or (restart_after is not None and int(restart_after) < 1):
             raise ValueError(f"need n_codes >= 1, code_dim >= 1 and restart_after >= 1 or None, got "
@@ -210,7 +210,7 @@ class VQVAE(nn.Module):
     Raises ValueError for beta < 0 and as :class:`VectorQuantizer` / :class:`ConvEncoder`.
     """
 
-    def __init__(self, n_codes: int = 64, code_dim: int = 8, channels: Sequence[int] = (16, 32),
+    def __init__(self, n_codes: int = 32, code_dim: int = 8, channels: Sequence[int] = (16, 32),
                  beta: float = 0.25, restart_after: int | None = None, likelihood: Likelihood = "bernoulli"):
         super().__init__()
         if not beta >= 0:
