@@ -27,7 +27,7 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from .evaluation import _evaluating, importance_sampled_log_likelihood
-from .losses import gaussian_kl, reparameterize
+from .losses import gaussian_kl, gaussian_kl_per_dimension, reparameterize
 from .models import check_finite
 from .training import Step, update
 
@@ -58,17 +58,6 @@ def _whole(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or int(value) != value or int(value) < minimum:
         raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     return int(value)
-
-
-def gaussian_kl_per_dimension(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    r"""KL( N(mu_j, exp(log_var_j)) || N(0, 1) ) of every latent dimension j separately: (B, L) in nats.
-
-    1/2 (mu_j^2 + exp(log_var_j) - log_var_j - 1) (Kingma & Welling 2014, App. B). Its sum over j is
-    :func:`ae_course.losses.gaussian_kl`; its mean over the data is the per-unit KL that free bits floors.
-    Raises ValueError unless mu is (B, L) and log_var has its shape.
-    """
-    _check_posterior(mu, log_var)
-    return 0.5 * (mu.pow(2) + log_var.exp() - log_var - 1.0)
 
 
 # --------------------------------------------------------------------------------------------- ELBO surgery

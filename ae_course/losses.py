@@ -98,11 +98,35 @@ def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_var: torch.
     return -0.5 * ((x - mean).pow(2) / log_var.exp() + log_var + torch.log(torch.tensor(2 * torch.pi, dtype=x.dtype))).sum(dim=1)
 
 
+def gaussian_kl_per_dimension(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    r"""KL( N(mu_j, exp(log_var_j)) || N(0, 1) ) of every latent dimension j separately: (B, L) in nats.
+
+    KL_j = 1/2 [ mu_j^2 + exp(log_var_j) - log_var_j - 1 ]   (Kingma & Welling 2014, App. B).
+    Its sum over j is :func:`gaussian_kl`; its mean over the data is the per-unit KL that free bits floors
+    (Kingma et al. 2016, :func:`ae_course.kl_term.free_bits_kl`).
+
+    Args:
+        mu: (B, L) float, the means of q(z|x).
+        log_var: (B, L) float, the log-variances log sigma^2 of q(z|x).
+    Returns:
+        (B, L) KL divergences in nats, each >= 0.
+    Raises:
+        ValueError: if mu is not 2-D or log_var's shape differs from mu's.
+    """
+    if mu.dim() != 2:
+        raise ValueError(f"mu must have shape (B, L), got {tuple(mu.shape)}")
+    if log_var.shape != mu.shape:
+        raise ValueError(f"mu has shape {tuple(mu.shape)} but log_var has shape {tuple(log_var.shape)}; "
+                         "they must match")
+    return 0.5 * (mu.pow(2) + log_var.exp() - log_var - 1.0)
+
+
 def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     r"""Closed-form KL( N(mu, diag(exp(log_var))) || N(0, I) ), summed over latent dimensions.
 
-    KL = 1/2 sum_j [ mu_j^2 + exp(log_var_j) - log_var_j - 1 ]   (Kingma & Welling 2014, App. B).
-    It is >= 0, and 0 only where mu = 0 and log_var = 0 (the posterior equals the prior).
+    KL = 1/2 sum_j [ mu_j^2 + exp(log_var_j) - log_var_j - 1 ]   (Kingma & Welling 2014, App. B): the sum of
+    :func:`gaussian_kl_per_dimension`. It is >= 0, and 0 only where mu = 0 and log_var = 0 (the posterior
+    equals the prior).
 
     Args:
         mu: (B, L) float, the means of q(z|x).
@@ -112,12 +136,7 @@ def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: if mu is not 2-D or log_var's shape differs from mu's.
     """
-    if mu.dim() != 2:
-        raise ValueError(f"mu must have shape (B, L), got {tuple(mu.shape)}")
-    if log_var.shape != mu.shape:
-        raise ValueError(f"mu has shape {tuple(mu.shape)} but log_var has shape {tuple(log_var.shape)}; "
-                         "they must match")
-    return 0.5 * (mu.pow(2) + log_var.exp() - log_var - 1.0).sum(dim=1)
+    return gaussian_kl_per_dimension(mu, log_var).sum(dim=1)
 
 
 def reparameterize(mu: torch.Tensor, log_var: torch.Tensor, eps: torch.Tensor | None = None,
