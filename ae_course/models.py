@@ -23,12 +23,14 @@ ACTIVATIONS = {
 }
 
 
-def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
+def mlp(sizes: Sequence[int], activation: str = "relu", dropout: float = 0.0) -> nn.Sequential:
     """Fully connected network: Linear layers of the given sizes with `activation` between them.
 
     sizes: [in, hidden..., out], at least two positive ints. The last layer is linear (no activation).
-    Raises ValueError for fewer than two sizes, a non-positive size or an unknown activation
-    (one of :data:`ACTIVATIONS`).
+    dropout: if > 0, an ``nn.Dropout(dropout)`` after every hidden activation (active in train mode only;
+    Srivastava et al. 2014).
+    Raises ValueError for fewer than two sizes, a non-positive size, an unknown activation
+    (one of :data:`ACTIVATIONS`) or a dropout probability outside [0, 1).
     """
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2:
@@ -37,11 +39,15 @@ def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
         raise ValueError(f"layer sizes must be positive, got {sizes}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
+            if dropout > 0:
+                layers.append(nn.Dropout(float(dropout)))
     return nn.Sequential(*layers)
 
 

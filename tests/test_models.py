@@ -19,6 +19,19 @@ def test_mlp_layer_sizes_and_activation():
     assert isinstance(net[1], nn.Tanh) and len(net) == 3  # no activation after the last layer
 
 
+def test_mlp_dropout_after_every_hidden_activation_only_in_train_mode():
+    net = ae_course.mlp([20, 30, 30, 5], dropout=0.5)
+    kinds = [type(m).__name__ for m in net]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    x = torch.randn(8, 20)
+    net.eval()
+    assert torch.equal(net(x), net(x))                   # eval mode: deterministic
+    net.train()
+    assert not torch.equal(net(x), net(x))               # train mode: a fresh mask per call
+    with pytest.raises(ValueError, match="dropout must be a probability"):
+        ae_course.mlp([20, 5], dropout=1.0)
+
+
 @pytest.mark.parametrize("sizes, activation, match", [
     ([784], "relu", "at least an input and an output"),
     ([784, 0, 2], "relu", "positive"),

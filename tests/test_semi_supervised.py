@@ -33,6 +33,35 @@ def test_the_encoder_splits_class_logits_and_style_and_the_decoder_reads_both():
                           F.binary_cross_entropy(by_hand, x, reduction="none").sum(dim=1), atol=1e-4)
 
 
+def test_input_noise_and_dropout_act_in_train_mode_only():
+    """The regularizers of the paper's semi-supervised recipe: the encoder reads x + input_noise * eps and
+    both networks drop units while training; classify() and every evaluation see the clean network."""
+    x = binary_data(6, 64)
+    torch.manual_seed(0)
+    plain = _small()
+    torch.manual_seed(0)
+    noisy = _small(input_noise=0.3)
+    noisy.train()
+    torch.manual_seed(1)
+    eps = torch.randn_like(x)
+    torch.manual_seed(1)
+    y_logits, z = noisy.encode(x)
+    with torch.no_grad():
+        by_hand = plain.encoder(x + 0.3 * eps)
+    assert torch.allclose(torch.cat([y_logits, z], dim=1), by_hand)
+    noisy.eval()
+    assert torch.equal(noisy.encode(x)[0], plain.encode(x)[0])      # eval: no noise
+    model = _small(dropout=0.5, hidden=(32, 32))
+    assert sum(isinstance(m, torch.nn.Dropout) for m in model.encoder) == 2
+    assert model.config["dropout"] == 0.5 and model.config["input_noise"] == 0.0
+    model.eval()
+    assert torch.equal(model.classify(x), model.classify(x))
+    with pytest.raises(ValueError, match="input_noise"):
+        _small(input_noise=-0.1)
+    with pytest.raises(ValueError, match="dropout"):
+        _small(dropout=1.5)
+
+
 def test_decode_takes_the_code_first_and_the_label_last():
     """decode(z, y): y as class indices or as probability vectors, the one-hot placed before z."""
     model = _small()
