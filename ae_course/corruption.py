@@ -8,7 +8,10 @@ from `generator` (a torch.Generator on x's device) or, when it is None, from tor
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 
 def _check(x: torch.Tensor, name: str, value: float, low: float, high: float | None) -> None:
@@ -72,3 +75,35 @@ def salt_and_pepper(x: torch.Tensor, fraction: float, generator: torch.Generator
     hit = _uniform(x, generator) < fraction
     salt = (_uniform(x, generator) < 0.5).to(x.dtype)
     return torch.where(hit, salt, x)
+
+
+def random_translation(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shift each square image by a random whole number of pixels, up to `max_shift` in each direction.
+
+    x: (B, D) floating tensor of B flattened square images (D = side * side, e.g. 784 for 28 x 28).
+    Every image gets its own shift (dx, dy), each uniform on {-max_shift, ..., max_shift}; the pixels
+    moved in from outside the frame are 0 and the ones moved out are lost. Returns x~ of the same shape.
+    A corruption of geometry rather than of intensities: the standard augmentation of digit images
+    (LeCun et al. 1998, section III.C, distortions; Simard et al. 2003).
+
+    Raises ValueError if x is not a floating (B, D) tensor of square images, or max_shift is not an
+    integer in [0, side).
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ValueError(f"x must be a (B, D) tensor of flattened square images, got "
+                         f"{getattr(x, 'shape', type(x).__name__)}")
+    side = math.isqrt(x.shape[1])
+    if side * side != x.shape[1]:
+        raise ValueError(f"x's rows have {x.shape[1]} entries, not a square image (side * side)")
+    if isinstance(max_shift, bool) or int(max_shift) != max_shift:
+        raise ValueError(f"max_shift must be a whole number of pixels, got {max_shift!r}")
+    _check(x, "max_shift", max_shift, 0, side - 1)
+    k, b = int(max_shift), x.shape[0]
+    if k == 0:
+        return x.clone()
+    padded = F.pad(x.reshape(b, side, side), (k, k, k, k))            # (B, side + 2k, side + 2k)
+    offsets = torch.randint(0, 2 * k + 1, (2, b, 1), generator=generator, device=x.device)
+    grid = torch.arange(side, device=x.device)
+    rows, cols = offsets[0] + grid, offsets[1] + grid                  # (B, side) each
+    out = padded[torch.arange(b, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return out.reshape(b, side * side)

@@ -13,8 +13,7 @@ semi-supervised phase:
 """
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,29 +40,37 @@ class SemiSupervisedAAE(AdversarialModel):
         hidden, activation: the encoder's hidden layers (the decoder mirrors them).
         prior: the prior on z (default N(0, I)); the prior on y is uniform categorical.
         discriminator_hidden: hidden widths of both discriminators.
-        dropout: dropout probability after every hidden layer of encoder and decoder (0: none).
-        input_noise: the standard deviation of Gaussian noise added to every image the encoder reads in
-            train mode (0: none; Makhzani et al. 2016 use noise at the encoder's input in their
-            semi-supervised experiments). In eval mode (:meth:`classify`, the book's evaluations) the
-            encoder reads the clean image and dropout is off.
+        dropout: dropout probability after every hidden layer of the default encoder and of the decoder.
+        corruption: a callable x -> x~ (e.g. from :mod:`ae_course.corruption`) applied to every image the
+            encoder reads in train mode, as in a denoising autoencoder: the codes of a corrupted image
+            must still reconstruct the clean one and still classify it (Makhzani et al. 2016 add Gaussian
+            noise to the encoder's input in their semi-supervised experiments). In eval mode
+            (:meth:`classify`, every evaluation) the encoder reads x as it is, and dropout is off.
+        encoder: a module mapping (B, input_dim) to (B, n_classes + style_dim) that replaces the default
+            ``mlp([input_dim, *hidden, n_classes + style_dim], activation, dropout)``, e.g. a
+            :class:`ae_course.models.ConvEncoder`; the decoder is always the MLP mirror of `hidden`.
     Raises:
-        ValueError: for n_classes < 2, style_dim < 1, a prior of another dimension, input_noise < 0 or
-            not finite, or as :func:`mlp` (dropout outside [0, 1)).
+        ValueError: for n_classes < 2, style_dim < 1, a prior of another dimension, a corruption that is
+            not callable, an encoder that is not an ``nn.Module``, or as :func:`mlp` (dropout outside [0, 1)).
     """
 
     def __init__(self, input_dim: int = 784, n_classes: int = 10, style_dim: int = 10,
                  hidden: Sequence[int] = (512, 256), activation: str = "relu", prior: Prior | None = None,
                  discriminator_hidden: Sequence[int] = (256, 256), dropout: float = 0.0,
-                 input_noise: float = 0.0):
+                 corruption: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 encoder: nn.Module | None = None):
         if int(n_classes) < 2 or int(style_dim) < 1:
             raise ValueError(f"need n_classes >= 2 and style_dim >= 1, got {n_classes}, {style_dim}")
-        if not math.isfinite(float(input_noise)) or float(input_noise) < 0:
-            raise ValueError(f"input_noise must be a finite standard deviation >= 0, got {input_noise!r}")
+        if corruption is not None and not callable(corruption):
+            raise ValueError(f"corruption must be a callable x -> x~, got {type(corruption).__name__}")
+        if encoder is not None and not isinstance(encoder, nn.Module):
+            raise ValueError(f"encoder must be an nn.Module, got {type(encoder).__name__}")
         super().__init__(input_dim, style_dim, n_classes, hidden, activation, discriminator_hidden, prior,
                          latent_name="style_dim")
-        self.dropout, self.input_noise = float(dropout), float(input_noise)
+        self.dropout, self.corruption = float(dropout), corruption
         self.class_prior = CategoricalPrior(self.n_classes)
-        self.encoder = mlp([self.input_dim, *hidden, self.n_classes + self.latent_dim], activation, dropout)
+        self.encoder = encoder if encoder is not None else mlp(
+            [self.input_dim, *hidden, self.n_classes + self.latent_dim], activation, dropout)
         self.decoder = mlp([self.n_classes + self.latent_dim, *reversed(tuple(hidden)), self.input_dim],
                            activation, dropout)
         self.discriminator_y = Discriminator(self.n_classes, discriminator_hidden, activation)
@@ -75,7 +82,7 @@ class SemiSupervisedAAE(AdversarialModel):
         return {"input_dim": self.input_dim, "n_classes": self.n_classes, "style_dim": self.latent_dim,
                 "hidden": list(self.hidden), "activation": self.activation, "prior": repr(self.prior),
                 "discriminator_hidden": list(self.discriminator_hidden), "dropout": self.dropout,
-                "input_noise": self.input_noise}
+                "corruption": repr(self.corruption), "encoder": type(self.encoder).__name__}
 
     @property
     def discriminators(self) -> nn.ModuleList:
@@ -85,11 +92,11 @@ class SemiSupervisedAAE(AdversarialModel):
     def encode(self, x: torch.Tensor, y=None) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, input_dim) -> (y_logits (B, n_classes), z (B, style_dim)). y is accepted and ignored.
 
-        In train mode the encoder reads x + input_noise * eps, eps ~ N(0, I), a fresh draw per call.
+        In train mode the encoder reads corruption(x), a fresh corruption per call (if one was given).
         Raises ValueError for a wrong shape or dtype, or NaN."""
         check_input(x, self.input_dim, like=self._weight())
-        if self.training and self.input_noise > 0:
-            x = x + self.input_noise * torch.randn_like(x)
+        if self.training and self.corruption is not None:
+            x = self.corruption(x)
         return self.encoder(x).split([self.n_classes, self.latent_dim], dim=1)
 
     def decode(self, z: torch.Tensor, y) -> torch.Tensor:

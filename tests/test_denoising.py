@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ae_course
-from ae_course.corruption import gaussian_noise, masking_noise, salt_and_pepper
+from ae_course.corruption import gaussian_noise, masking_noise, random_translation, salt_and_pepper
 from ae_course.denoising import DenoisingAutoencoder
 
 
@@ -78,6 +78,54 @@ def test_salt_and_pepper():
 def test_bad_arguments_raise(call, needle):
     with pytest.raises(ValueError, match=needle.replace("[", r"\[").replace("]", r"\]")):
         call(_images(2))
+
+
+def test_random_translation_moves_each_image_by_its_own_whole_shift():
+    """A single lit pixel moves by (dy, dx) in {-2..2}^2, one shift per image; ink that leaves the frame is lost."""
+    x = torch.zeros(400, 784)
+    x[:, 14 * 28 + 14] = 1.0
+    out = random_translation(x, 2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.equal(out.sum(dim=1), torch.ones(400))     # nothing lost inside
+    rows, cols = out.argmax(dim=1) // 28 - 14, out.argmax(dim=1) % 28 - 14
+    shifts = set(zip(rows.tolist(), cols.tolist()))
+    assert shifts == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}       # all 25, each image its own
+    image = torch.rand(3, 784)
+    moved = random_translation(image, 3, generator=torch.Generator().manual_seed(1)).reshape(3, 28, 28)
+    for i in range(3):                                 # each output is its input shifted, zeros moved in
+        matches = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                   if torch.equal(moved[i], torch.roll(image[i].reshape(28, 28), (dy, dx), (0, 1))
+                                  * _frame(dy, dx))]
+        assert len(matches) == 1
+    assert torch.equal(random_translation(image, 0), image)
+    edge = torch.zeros(1, 784)
+    edge[0, 0] = 1.0                                   # the corner pixel leaves the frame for some shifts
+    assert random_translation(edge.repeat(200, 1), 1).sum() < 200
+
+
+def _frame(dy, dx):
+    """1 where a pixel shifted by (dy, dx) came from inside the 28 x 28 frame, 0 where it came from outside."""
+    keep = torch.ones(28, 28)
+    if dy > 0:
+        keep[:dy] = 0
+    elif dy < 0:
+        keep[dy:] = 0
+    if dx > 0:
+        keep[:, :dx] = 0
+    elif dx < 0:
+        keep[:, dx:] = 0
+    return keep
+
+
+@pytest.mark.parametrize("x, shift, needle", [
+    (torch.rand(2, 783), 1, "not a square image"),
+    (torch.rand(784), 1, "flattened square images"),
+    (torch.rand(2, 784), 1.5, "whole number"),
+    (torch.rand(2, 784), 28, "max_shift must be in"),
+    (torch.randint(0, 2, (2, 784)), 1, "floating-point"),
+])
+def test_random_translation_refuses_bad_arguments(x, shift, needle):
+    with pytest.raises(ValueError, match=needle):
+        random_translation(x, shift)
 
 
 def test_dae_rejects_a_non_callable_corruption():

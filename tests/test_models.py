@@ -32,6 +32,19 @@ def test_mlp_dropout_after_every_hidden_activation_only_in_train_mode():
         ae_course.mlp([20, 5], dropout=1.0)
 
 
+def test_conv_encoder_shapes_and_refusals():
+    net = ae_course.models.ConvEncoder(784, 14, channels=(16, 32), hidden=256, dropout=0.2)
+    x = torch.rand(5, 784)
+    assert net(x).shape == (5, 14)
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    assert net.head[1].in_features == 32 * 7 * 7                  # 28 -> 14 -> 7
+    with pytest.raises(ValueError, match="square input_dim"):
+        ae_course.models.ConvEncoder(783, 14)
+    with pytest.raises(ValueError, match=r"shape \(B, 784\)"):
+        net(torch.rand(5, 28, 28))
+
+
 @pytest.mark.parametrize("sizes, activation, match", [
     ([784], "relu", "at least an input and an output"),
     ([784, 0, 2], "relu", "positive"),

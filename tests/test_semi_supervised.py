@@ -1,5 +1,6 @@
 """The semi-supervised adversarial autoencoder: its two codes, the four phases, training with a few labels."""
 import copy
+import functools
 import math
 
 import pytest
@@ -9,6 +10,8 @@ import torch.nn.functional as F
 import ae_course
 from ae_course import SemiSupervisedAAE
 from ae_course.aae import adversarial_step, make_optimizers
+from ae_course.corruption import gaussian_noise
+from ae_course.models import ConvEncoder
 
 from helpers import binary_data, record_phases
 
@@ -33,14 +36,14 @@ def test_the_encoder_splits_class_logits_and_style_and_the_decoder_reads_both():
                           F.binary_cross_entropy(by_hand, x, reduction="none").sum(dim=1), atol=1e-4)
 
 
-def test_input_noise_and_dropout_act_in_train_mode_only():
-    """The regularizers of the paper's semi-supervised recipe: the encoder reads x + input_noise * eps and
-    both networks drop units while training; classify() and every evaluation see the clean network."""
+def test_corruption_and_dropout_act_in_train_mode_only():
+    """The regularizers of the semi-supervised recipe: the encoder reads corruption(x) and both networks
+    drop units while training; classify() and every evaluation see the clean image and the whole network."""
     x = binary_data(6, 64)
     torch.manual_seed(0)
     plain = _small()
     torch.manual_seed(0)
-    noisy = _small(input_noise=0.3)
+    noisy = _small(corruption=functools.partial(gaussian_noise, std=0.3, clip=False))
     noisy.train()
     torch.manual_seed(1)
     eps = torch.randn_like(x)
@@ -50,16 +53,26 @@ def test_input_noise_and_dropout_act_in_train_mode_only():
         by_hand = plain.encoder(x + 0.3 * eps)
     assert torch.allclose(torch.cat([y_logits, z], dim=1), by_hand)
     noisy.eval()
-    assert torch.equal(noisy.encode(x)[0], plain.encode(x)[0])      # eval: no noise
+    assert torch.equal(noisy.encode(x)[0], plain.encode(x)[0])      # eval: no corruption
     model = _small(dropout=0.5, hidden=(32, 32))
     assert sum(isinstance(m, torch.nn.Dropout) for m in model.encoder) == 2
-    assert model.config["dropout"] == 0.5 and model.config["input_noise"] == 0.0
+    assert model.config["dropout"] == 0.5 and model.config["corruption"] == "None"
     model.eval()
     assert torch.equal(model.classify(x), model.classify(x))
-    with pytest.raises(ValueError, match="input_noise"):
-        _small(input_noise=-0.1)
+    with pytest.raises(ValueError, match="corruption must be a callable"):
+        _small(corruption=0.3)
     with pytest.raises(ValueError, match="dropout"):
         _small(dropout=1.5)
+
+
+def test_an_encoder_passed_in_replaces_the_default_mlp():
+    encoder = ConvEncoder(64, 3 + 2, channels=(4, 8), hidden=16)
+    model = _small(encoder=encoder)
+    assert model.encoder is encoder and model.config["encoder"] == "ConvEncoder"
+    y_logits, z = model.encode(binary_data(5, 64))
+    assert y_logits.shape == (5, 3) and z.shape == (5, 2)
+    with pytest.raises(ValueError, match="nn.Module"):
+        _small(encoder=lambda x: x)
 
 
 def test_decode_takes_the_code_first_and_the_label_last():
