@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -194,7 +194,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
           transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
           optimizers: Mapping[str, torch.optim.Optimizer] | torch.optim.Optimizer | None = None,
           step: Step | None = None, labelled: tuple[torch.Tensor, torch.Tensor] | None = None,
-          history: History | None = None, progress: bool = True) -> History:
+          history: History | None = None, schedulers: Sequence[torch.optim.lr_scheduler.LRScheduler] = (),
+          progress: bool = True) -> History:
     """Train `model` on minibatches of x: every model of the course, one loop.
 
     Each minibatch goes through ``step(model, optimizers, batch, labels)``: `step` if given, else the
@@ -224,6 +225,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
         labelled: (x_l (M, D), y_l (M,)), the labelled examples of the semi-supervised AAE: every step
             draws a minibatch of min(batch_size, M) of them, with replacement, passed as ``labelled=``.
         history: a :class:`History` to continue (e.g. from :func:`load_checkpoint`); a new one if None.
+        schedulers: torch learning-rate schedulers of the optimizers, each stepped once after every
+            training step (e.g. ``torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.1 ** (1 / steps))``
+            decays the rate tenfold over `steps` steps).
         progress: show a tqdm bar over epochs with the current losses (unless $TQDM_DISABLE is set).
     Returns:
         the :class:`History`.
@@ -287,6 +291,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
                 except FloatingPointError as err:
                     raise FloatingPointError(f"{err} (epoch {epoch + 1}, step {i + 1}; global step "
                                              f"{history.steps + 1})") from err
+                for scheduler in schedulers:
+                    scheduler.step()
                 for name, value in losses.items():
                     sums[name] = sums.get(name, 0.0) + value.detach() * len(batch)
                 history.steps += 1

@@ -167,6 +167,20 @@ def _tiny_data(n=200, seed=0):
     return prototypes[torch.randint(0, 4, (n,), generator=g)]
 
 
+def test_schedulers_step_once_per_training_step():
+    """ExponentialLR with gamma = 0.1 ** (1 / steps) ends the run at a tenth of the rate; an unscheduled
+    optimizer keeps its rate."""
+    x = _tiny_data(64)
+    model = ae_course.Autoencoder(latent_dim=2, hidden=(8,))
+    opt = ae_course.adam(model.parameters(), lr=1e-2)
+    decay = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.1 ** (1 / 20))
+    ae_course.train(model, x, steps=20, batch_size=16, optimizers=opt, schedulers=[decay], progress=False)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3, rel=1e-9)
+    plain = ae_course.adam(model.parameters(), lr=1e-2)
+    ae_course.train(model, x, steps=5, batch_size=16, optimizers=plain, progress=False)
+    assert plain.param_groups[0]["lr"] == 1e-2
+
+
 def test_training_reduces_loss_and_records_history():
     x = _tiny_data()
     torch.manual_seed(0)
