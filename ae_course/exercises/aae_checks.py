@@ -194,11 +194,12 @@ def check_two_sample_test(fn, a: torch.Tensor | None = None, b: torch.Tensor | N
                                "KNeighborsClassifier(n_neighbors=25) on a random half of each sample and "
                                "score it on the other half.")
     first, second = pairs["N(0, I) vs N((1, 0), I)"]
+    # three calls: two different random splits can give the same accuracy by chance (it is a count / n)
     again = [as_number(call_learner(fn, first, second, 0, call="fn(a, b, seed)", returns=None), "the accuracy")
-             for _ in range(2)]
+             for _ in range(3)]
     other = as_number(call_learner(fn, first, second, 1, call="fn(a, b, seed)", returns=None), "the accuracy")
-    if again[0] != again[1]:
-        return Feedback(False, "two calls with seed 0 gave different accuracies, so a result is not "
+    if len(set(again)) > 1:
+        return Feedback(False, "calls with seed 0 gave different accuracies, so a result is not "
                                "reproducible: pass the seed to the split (random_state=seed).")
     if other == again[0]:
         return Feedback(False, "seeds 0 and 1 give the same accuracy: the seed is ignored; pass it to the split "
