@@ -28,9 +28,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,6 +38,7 @@ from pathlib import Path
 from common import atomic_write  # benchmarks/common.py: sets OMP_WAIT_POLICY=PASSIVE before torch loads
 
 import torch  # noqa: E402
+from torch.distributions import Categorical  # noqa: E402
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,7 +218,7 @@ def run(args, seed: int, data, judge, device) -> dict:
     with torch.no_grad():
         probs = torch.cat([model.encode(x_test[i:i + 2000])[0].softmax(dim=1) for i in range(0, len(x_test), 2000)])
     used = torch.bincount(probs.argmax(dim=1), minlength=10).double() / len(probs)
-    result["class_frequency_entropy"] = -(used * used.clamp_min(1e-12).log()).sum().item()
+    result["class_frequency_entropy"] = Categorical(probs=used).entropy().item()
     ema_text = f" (EMA {100 * result['test_error_ema']:.2f} %)" if ema is not None else ""
     base_text = (f"; labelled only {100 * result['baseline_test_error']:.2f} %" if args.baseline_steps else "")
     print(f"labels {args.labels}, seed {seed}: test error {100 * result['test_error']:.2f} %{ema_text}{base_text}; "
@@ -251,8 +252,7 @@ def main(argv=None) -> list[dict]:
         results.append(result)
     if len(results) > 1:
         errors = [100 * r["test_error"] for r in results]
-        mean, sd = sum(errors) / len(errors), math.sqrt(sum((e - sum(errors) / len(errors)) ** 2 for e in errors)
-                                                          / (len(errors) - 1))
+        mean, sd = statistics.mean(errors), statistics.stdev(errors)
         print(f"\n{args.labels} labels, seeds {args.seeds}: test error {mean:.2f} +- {sd:.2f} % (mean +- sd), "
               f"max {max(errors):.2f} %; transfer {[round(r['transfer']['requested_class'], 3) for r in results]}")
     return results
