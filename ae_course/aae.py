@@ -53,12 +53,14 @@ class Discriminator(nn.Module):
 
     Raises ValueError as :func:`ae_course.models.mlp` (non-positive sizes, unknown activation), and on a
     wrong input shape in :meth:`forward`. Makhzani et al. 2016 use two hidden layers of 1000 units.
+    ``dropout``: the probability of :func:`~ae_course.models.mlp`'s dropout after every hidden layer.
     """
 
-    def __init__(self, input_dim: int, hidden: Sequence[int] = (256, 256), activation: str = "relu"):
+    def __init__(self, input_dim: int, hidden: Sequence[int] = (256, 256), activation: str = "relu",
+                 dropout: float = 0.0):
         super().__init__()
         self.input_dim = int(input_dim)
-        self.net = mlp([self.input_dim, *hidden, 1], activation)
+        self.net = mlp([self.input_dim, *hidden, 1], activation, dropout)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z: (B, input_dim) -> (B,) logits."""
@@ -227,19 +229,25 @@ class AdversarialAutoencoder(AdversarialModel):
         prior: a :class:`ae_course.priors.Prior` with ``dim == latent_dim``; default N(0, I).
         n_classes: 0 for the unsupervised AAE, K for the supervised one.
         discriminator_hidden: hidden widths of T.
+        dropout: dropout probability after every hidden layer of the encoder and the decoder (train mode only).
+        discriminator_dropout: the same for T (the PyTorch AAE write-up, Ducau 2017: 0.25 and 0.2).
     Raises:
-        ValueError: for latent_dim < 1, n_classes < 0, a prior of another dimension, or as :func:`mlp`.
+        ValueError: for latent_dim < 1, n_classes < 0, a prior of another dimension, or as :func:`mlp`
+            (dropout outside [0, 1)).
     """
 
     def __init__(self, input_dim: int = 784, latent_dim: int = 2, hidden: Sequence[int] = (512, 256),
                  activation: str = "relu", prior: Prior | None = None, n_classes: int = 0,
-                 discriminator_hidden: Sequence[int] = (256, 256)):
+                 discriminator_hidden: Sequence[int] = (256, 256), dropout: float = 0.0,
+                 discriminator_dropout: float = 0.0):
         if int(latent_dim) < 1 or int(n_classes) < 0:
             raise ValueError(f"need latent_dim >= 1 and n_classes >= 0, got {latent_dim}, {n_classes}")
         super().__init__(input_dim, latent_dim, n_classes, hidden, activation, discriminator_hidden, prior)
-        self.encoder = mlp([self.input_dim, *hidden, self.latent_dim], activation)
-        self.decoder = mlp([self.latent_dim + self.n_classes, *reversed(tuple(hidden)), self.input_dim], activation)
-        self.discriminator = Discriminator(self.latent_dim, discriminator_hidden, activation)
+        self.dropout, self.discriminator_dropout = float(dropout), float(discriminator_dropout)
+        self.encoder = mlp([self.input_dim, *hidden, self.latent_dim], activation, dropout)
+        self.decoder = mlp([self.latent_dim + self.n_classes, *reversed(tuple(hidden)), self.input_dim], activation,
+                           dropout)
+        self.discriminator = Discriminator(self.latent_dim, discriminator_hidden, activation, discriminator_dropout)
 
     @property
     def discriminators(self) -> nn.ModuleList:
@@ -251,7 +259,8 @@ class AdversarialAutoencoder(AdversarialModel):
         """The constructor's arguments (the prior by its repr): what a checkpoint stores."""
         return {"input_dim": self.input_dim, "latent_dim": self.latent_dim, "hidden": list(self.hidden),
                 "activation": self.activation, "prior": repr(self.prior), "n_classes": self.n_classes,
-                "discriminator_hidden": list(self.discriminator_hidden)}
+                "discriminator_hidden": list(self.discriminator_hidden), "dropout": self.dropout,
+                "discriminator_dropout": self.discriminator_dropout}
 
     # ------------------------------------------------------------------ the networks
     def encode(self, x: torch.Tensor, y=None) -> torch.Tensor:

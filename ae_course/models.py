@@ -21,6 +21,7 @@ ACTIVATIONS = {
     "elu": nn.ELU,
     "leaky_relu": nn.LeakyReLU,
     "softplus": nn.Softplus,
+    "selu": nn.SELU,
 }
 
 

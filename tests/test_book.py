@@ -23,7 +23,8 @@ CHAPTERS = {"chapters/01_autoencoder.html": 5, "chapters/03_elbo.html": 2, "chap
             "chapters/02_denoising.html": 2, "chapters/07_conditional_vae.html": 3,
             "chapters/08_adversarial_regularization.html": 3, "chapters/14_comparison.html": 5,
             "chapters/09_aae_mnist.html": 8, "chapters/10_semi_supervised_aae.html": 3,
-            "chapters/11_kl_term.html": 3, "chapters/12_bounds_and_priors.html": 2, "chapters/13_vq_vae.html": 3}
+            "chapters/11_kl_term.html": 3, "chapters/12_bounds_and_priors.html": 2, "chapters/13_vq_vae.html": 3,
+            "chapters/15_sources.html": 4}
 
 
 def _skip_or_fail(reason: str):
