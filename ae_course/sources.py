@@ -9,7 +9,8 @@ schedule; both put the source's reported numbers beside ours.
 * **Géron's Keras VAE** on Fashion-MNIST (*Hands-On Machine Learning*, chapter 17): 784-150-100 GELU to a
   10-D code, decoder 10-100-150-784 sigmoid, Keras's Glorot-uniform weights and zero biases
   (:func:`keras_vae`); the loss is the per-pixel mean binary cross-entropy plus KL / 784, i.e. the negative
-  ELBO divided by 784 (:func:`keras_loss`); RMSprop with Keras's defaults (:func:`keras_rmsprop`).
+  ELBO divided by 784 (:func:`keras_loss`); RMSprop as Keras computes it, with its defaults
+  (:class:`KerasRMSprop`, :func:`keras_rmsprop`).
 * **Shark's C++ VAE tutorial** (``VariationalAutoencoder.cpp``): 784-500 ReLU to 2 x 300 linear, decoder
   300-500 ReLU to 784 sigmoid, every parameter drawn from N(0, 1e-4) (a *variance*, std 0.01), the squared
   loss plus lambda KL (:func:`shark_vae`). Shark's ``SquaredLoss`` returns ||x - x_hat||^2 but its derivative
@@ -39,9 +40,9 @@ from .priors import GaussianPrior
 from .training import update
 from .vae import VAE
 
-__all__ = ["glorot_init_", "normal_init_", "keras_vae", "keras_loss", "keras_step", "keras_rmsprop",
-           "bilinear_codings", "shark_vae", "LogSigmaHead", "theano_vae", "theano_sgd", "theano_bound_offset",
-           "pytorch_aae", "pytorch_aae_optimizers"]
+__all__ = ["glorot_init_", "normal_init_", "keras_vae", "keras_loss", "keras_step", "KerasRMSprop",
+           "keras_rmsprop", "bilinear_codings", "shark_vae", "LogSigmaHead", "theano_vae", "theano_sgd",
+           "theano_bound_offset", "pytorch_aae", "pytorch_aae_optimizers"]
 
 
 # ----------------------------------------------------------------------------------------- initializations
@@ -96,11 +97,42 @@ def keras_step(model: VAE, optimizers: Mapping[str, torch.optim.Optimizer], x: t
     return {"loss": update(model, optimizers["loss"], keras_loss(model, x).mean())}
 
 
-def keras_rmsprop(parameters) -> torch.optim.RMSprop:
-    """RMSprop with Keras's defaults: learning rate 1e-3, rho = 0.9 (torch's ``alpha``; torch's default is
-    0.99) and epsilon 1e-7 (Keras adds it inside the square root, torch outside: negligible next to the
-    root of the running mean of squared gradients)."""
-    return torch.optim.RMSprop(parameters, lr=1e-3, alpha=0.9, eps=1e-7)
+class KerasRMSprop(torch.optim.Optimizer):
+    r"""RMSprop as Keras (and TensorFlow's ``ApplyRMSProp``) computes it, with the epsilon *inside* the root:
+
+    .. math:: v_t = \rho\, v_{t-1} + (1 - \rho)\, g_t^2, \qquad
+       \theta_t = \theta_{t-1} - \eta\, \frac{g_t}{\sqrt{v_t + \epsilon}}.
+
+    ``torch.optim.RMSprop`` divides by :math:`\sqrt{v_t} + \epsilon` instead. With Keras's epsilon = 1e-7 the
+    denominator here never falls below :math:`\sqrt{10^{-7}} \approx 3.2 \cdot 10^{-4}`, which damps every
+    parameter whose gradients are of that size or smaller, as they are under a loss divided by 784. Defaults:
+    Keras's (lr 1e-3, rho 0.9, epsilon 1e-7). Raises ValueError for lr <= 0, rho outside [0, 1) or
+    epsilon < 0.
+    """
+
+    def __init__(self, parameters, lr: float = 1e-3, rho: float = 0.9, epsilon: float = 1e-7):
+        if not lr > 0 or not 0 <= rho < 1 or not epsilon >= 0:
+            raise ValueError(f"need lr > 0, 0 <= rho < 1 and epsilon >= 0, got {lr}, {rho}, {epsilon}")
+        super().__init__(parameters, {"lr": lr, "rho": rho, "epsilon": epsilon})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns closure() if given, as torch's do."""
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                v = self.state[p].setdefault("velocity", torch.zeros_like(p))
+                v.mul_(group["rho"]).addcmul_(p.grad, p.grad, value=1 - group["rho"])
+                p.addcdiv_(p.grad, (v + group["epsilon"]).sqrt(), value=-group["lr"])
+        return loss
+
+
+def keras_rmsprop(parameters) -> KerasRMSprop:
+    """The Keras source's optimizer: :class:`KerasRMSprop` with Keras's defaults (lr 1e-3, rho 0.9,
+    epsilon 1e-7)."""
+    return KerasRMSprop(parameters)
 
 
 def bilinear_codings(codings: torch.Tensor, rows: int, cols: int, size: tuple[int, int]) -> torch.Tensor:

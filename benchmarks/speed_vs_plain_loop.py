@@ -6,7 +6,7 @@ binary cross-entropy summed over pixels plus the closed-form KL, on grey-level (
 [0, 1]. It is trained two ways:
 
 A. ``ae_course``: ``VAE(784, latent_dim=20, hidden=(400,), activation="relu")`` trained by
-   ``ae_course.train`` (one call per epoch, the same Adam optimizer passed back in);
+   ``ae_course.train`` (one call per epoch, the package's Adam, ``ae_course.adam``, passed back in);
 B. ``plain``: a self-contained copy of the example's ``nn.Module`` (fc1, fc21, fc22, fc3, fc4), its loss
    function and its loop over ``DataLoader(TensorDataset(x), batch_size=128, shuffle=True)``. It does not
    use ``ae_course`` at all: it is the reference the package is measured against.
@@ -228,7 +228,7 @@ def main(argv=None) -> dict:
         copy_plain_into_package(plain.cpu(), vae)
         plain.to(device), vae.to(device)
         plain_opt = torch.optim.Adam(plain.parameters(), lr=lr)
-        vae_opt = torch.optim.Adam(vae.parameters(), lr=lr)
+        vae_opt = ae_course.adam(vae.parameters(), lr=lr)   # what ae_course.train builds by default
         train_loader = DataLoader(TensorDataset(x_train), batch_size=batch_size, shuffle=True)
         # The plain loop owns torch's global generator as in the example (seeded once, above);
         # ae_course.train reseeds it on every call, so the harness keeps the plain loop's state aside.

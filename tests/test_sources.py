@@ -56,15 +56,32 @@ def test_keras_step_descends_the_keras_loss():
     assert set(out) == {"loss"} and out["loss"].dim() == 0 and not out["loss"].requires_grad
 
 
-def test_keras_rmsprop_is_one_step_of_the_keras_update():
-    w = nn.Parameter(torch.tensor([1.0, -2.0]))
+def test_keras_rmsprop_is_one_step_of_the_keras_update_with_epsilon_inside_the_root():
+    w = nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
     opt = sources.keras_rmsprop([w])
-    g = torch.tensor([0.5, -3.0])
+    g = torch.tensor([0.5, -3.0, 1e-5])                            # the last one is below sqrt(epsilon)
     w.grad = g.clone()
     opt.step()
     v = 0.1 * g ** 2                                              # rho = 0.9, v starts at 0
-    expected = torch.tensor([1.0, -2.0]) - 1e-3 * g / (v.sqrt() + 1e-7)
+    expected = torch.tensor([1.0, -2.0, 0.5]) - 1e-3 * g / (v + 1e-7).sqrt()
     torch.testing.assert_close(w.detach(), expected)
+    torch_step = 1e-3 * 1e-5 / ((0.1 * 1e-10) ** 0.5 + 1e-7)        # torch: epsilon outside, ~ lr * sqrt(10)
+    assert abs(w[2].item() - 0.5) < 0.02 * torch_step                # Keras damps the small gradient
+
+
+def test_keras_rmsprop_without_epsilon_is_torch_rmsprop():
+    torch.manual_seed(0)
+    a, b = nn.Parameter(torch.randn(20)), nn.Parameter(torch.randn(20))
+    b.data.copy_(a.data)
+    ours, theirs = sources.KerasRMSprop([a], epsilon=0.0), torch.optim.RMSprop([b], lr=1e-3, alpha=0.9, eps=0.0)
+    for step in range(10):
+        g = torch.randn(20, generator=torch.Generator().manual_seed(step))
+        a.grad, b.grad = g.clone(), g.clone()
+        ours.step()
+        theirs.step()
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="rho"):
+        sources.KerasRMSprop([a], rho=1.0)
 
 
 def test_bilinear_codings_resizes_like_tf_image_resize():

@@ -33,11 +33,11 @@ def params(model) -> list[torch.Tensor]:
 
 
 def test_train_equals_the_hand_written_loop_bit_for_bit(x):
-    """seed, shuffle without replacement each epoch, the mean loss, Adam: the loop adds nothing else."""
+    """seed, shuffle without replacement each epoch, the mean loss, Adam (fused): the loop adds nothing else."""
     model, reference = small_vae(), small_vae()
     history = train(model, x, epochs=3, batch_size=16, lr=1e-2, seed=7, progress=False)
     torch.manual_seed(7)
-    opt = torch.optim.Adam(reference.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(reference.parameters(), lr=1e-2, fused=True)
     epoch_means = []
     for _ in range(3):
         order, total = torch.randperm(len(x)), 0.0
@@ -53,6 +53,21 @@ def test_train_equals_the_hand_written_loop_bit_for_bit(x):
     assert history.train_loss == pytest.approx(epoch_means, rel=1e-6)
     assert (history.steps, history.epochs) == (12, 3)
     assert not model.training
+
+
+def test_the_package_adam_is_torch_default_adam_up_to_rounding(x):
+    """ae_course.adam (one fused kernel per tensor) against torch's default Adam, 50 steps on the same batches."""
+    fused, default = small_vae(), small_vae()
+    opt_fused = ae_course.adam(fused.parameters(), lr=1e-2)
+    opt_default = torch.optim.Adam(default.parameters(), lr=1e-2)
+    assert opt_fused.defaults["fused"] and not opt_default.defaults["fused"]
+    for step in range(50):
+        batch = x[step % 3::3]
+        for model, opt in ((fused, opt_fused), (default, opt_default)):
+            torch.manual_seed(step)                          # the same z for both models
+            update(model, opt, model.loss(batch).mean())
+    for a, b in zip(fused.parameters(), default.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_steps_budget_and_a_partial_last_epoch(x):
