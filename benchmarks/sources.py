@@ -66,7 +66,7 @@ def keras(args, device) -> dict:
     x = load_fashion_mnist("train", source="local", data_dir=args.data_dir).images
     x_val, x_train = x[:5000], x[5000:]
     start = time.perf_counter()
-    curve = keras_run(x_train, x_val, device, args.epochs)
+    curve = keras_run(x_train, x_val, device, args.epochs, batch_size=args.batch_size, kl_scale=args.kl_scale)
     result = {"val_loss_per_epoch": curve, "reported": KERAS_REPORTED, "seconds": time.perf_counter() - start}
     for epoch, value in KERAS_REPORTED.items():
         if epoch <= len(curve):
@@ -174,6 +174,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="keras 50, theano 500, aae 20 unless given")
     p.add_argument("--steps", type=int, default=20_000, help="shark: Adam steps of 50 digits")
     p.add_argument("--every", type=int, default=1000, help="shark: steps between measurements")
+    p.add_argument("--batch-size", type=int, default=32, help="keras: minibatch of the 50-epoch curve")
+    p.add_argument("--kl-scale", type=float, default=1.0,
+                   help="keras: weight of the KL term in the curve's loss (32 = summed over a batch of 32)")
     p.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True,
                    help="keras: one epoch of each candidate explanation of a difference")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
