@@ -65,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="conv: ae_course.models.ConvEncoder (16 and 32 channels, 256 hidden); mlp: --hidden")
     p.add_argument("--hidden", default="512,256", help="hidden widths of the MLP encoder; the decoder mirrors them")
     p.add_argument("--discriminator-hidden", default="256,256")
-    p.add_argument("--style-dim", type=int, default=4)
+    p.add_argument("--style-dim", type=int, default=3)
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--noise", type=float, default=0.3, help="std of the Gaussian noise added to the encoder's input")
     p.add_argument("--shift", type=int, default=2, help="random translation of the encoder's input, in pixels")
