@@ -53,7 +53,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ae_course import VAE, History, get_device, save_checkpoint, train  # noqa: E402
+from ae_course import VAE, History, adam, get_device, save_checkpoint, train  # noqa: E402
 from ae_course.data import binarize_dynamic, binarize_static, load_binarized_mnist, load_mnist  # noqa: E402
 from ae_course.evaluation import active_units, estimate_elbo, importance_sampled_log_likelihood, posterior_mean_variance  # noqa: E402
 
@@ -207,7 +207,7 @@ def main(argv=None) -> dict:
     model.to(device)
     if device.type != "cpu":
         x_train = x_train.to(device)  # train() then shuffles and slices on the device: no per-batch copies
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, eps=args.adam_eps)
+    opt = adam(model.parameters(), lr=args.lr, eps=args.adam_eps)   # the package's fused Adam
     ema_model = None
     if args.ema_decay > 0:
         ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay))
