@@ -32,7 +32,7 @@ from common import atomic_write  # benchmarks/common.py: sets OMP_WAIT_POLICY=PA
 
 import torch  # noqa: E402
 
-from ae_course import get_device, sources, train  # noqa: E402
+from ae_course import VAE, get_device, sources, train  # noqa: E402
 from ae_course.data import load_fashion_mnist, load_mnist  # noqa: E402
 from ae_course.evaluation import two_sample_accuracy  # noqa: E402
 from ae_course.training import update  # noqa: E402
@@ -74,12 +74,12 @@ def keras(args, device) -> dict:
     if args.variants:
         variants = {
             "as written": {},
-            "PyTorch default init": {"model": _torch_init_keras_vae()},
+            "PyTorch default init": {"model": _keras_like("gelu", glorot=False)},
             "rho 0.99 (torch's default)": {"rho": 0.99},
             "torch's RMSprop (epsilon outside the root)": {"torch_rmsprop": True},
             "torch's RMSprop, KL summed over the batch": {"torch_rmsprop": True, "kl_scale": 32.0},
-            "ReLU": {"model": sources.glorot_init_(_keras_like("relu"))},
-            "SELU": {"model": sources.glorot_init_(_keras_like("selu"))},
+            "ReLU": {"model": _keras_like("relu")},
+            "SELU": {"model": _keras_like("selu")},
             "batch 128": {"batch_size": 128},
             "KL summed over the batch of 32": {"kl_scale": 32.0},
         }
@@ -91,15 +91,11 @@ def keras(args, device) -> dict:
     return result
 
 
-def _keras_like(activation: str):
-    from ae_course import VAE
-    return VAE(784, latent_dim=10, hidden=(150, 100), activation=activation)
-
-
-def _torch_init_keras_vae():
-    from ae_course import VAE
+def _keras_like(activation: str, glorot: bool = True) -> VAE:
+    """The Keras VAE's layers with another activation, or with PyTorch's default initialization."""
     torch.manual_seed(0)
-    return VAE(784, latent_dim=10, hidden=(150, 100), activation="gelu")
+    model = VAE(784, latent_dim=10, hidden=(150, 100), activation=activation)
+    return sources.glorot_init_(model) if glorot else model
 
 
 def shark(args, device) -> dict:

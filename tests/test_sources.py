@@ -51,9 +51,14 @@ def test_keras_step_descends_the_keras_loss():
     torch.manual_seed(0)
     model = sources.keras_vae()
     opt = sources.keras_rmsprop(model.parameters())
-    x = torch.rand(32, 784)
+    # one binary image, 32 times: a batch the model can learn within a few steps
+    x = (torch.rand(1, 784, generator=torch.Generator().manual_seed(1)) > 0.7).float().repeat(32, 1)
     out = sources.keras_step(model, {"loss": opt}, x)
     assert set(out) == {"loss"} and out["loss"].dim() == 0 and not out["loss"].requires_grad
+    assert out["loss"].item() == pytest.approx(math.log(2), abs=0.01)   # sigmoid(0) = 1/2 at the start
+    for _ in range(20):
+        last = sources.keras_step(model, {"loss": opt}, x)["loss"]
+    assert last < 0.5 * out["loss"]                               # nats per pixel, on the same batch
 
 
 def test_keras_rmsprop_is_one_step_of_the_keras_update_with_epsilon_inside_the_root():
