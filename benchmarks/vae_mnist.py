@@ -53,7 +53,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ae_course import VAE, History, adam, get_device, save_checkpoint, train  # noqa: E402
+from ae_course import VAE, History, adam, get_device, load_checkpoint, save_checkpoint, train  # noqa: E402
 from ae_course.data import binarize_dynamic, binarize_static, load_binarized_mnist, load_mnist  # noqa: E402
 from ae_course.evaluation import active_units, estimate_elbo, importance_sampled_log_likelihood, posterior_mean_variance  # noqa: E402
 
@@ -133,6 +133,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--chunk", type=int, default=100, help="importance samples per pass")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--tag", default="")
+    p.add_argument("--evaluate", metavar="CHECKPOINT", default=None,
+                   help="train nothing: evaluate the weights of a checkpoint this script saved (e.g. its _ema.pt) "
+                        "with --k and --n-test; the architecture options must match the run that saved it")
     return p.parse_args(argv)
 
 
@@ -163,6 +166,29 @@ def evaluate_vae(model, x, args, device) -> dict:
     nll = -importance_sampled_log_likelihood(model, x, k=args.k, batch_size=100, chunk=args.chunk, generator=gen)
     return {"neg_elbo": neg_elbo, "nll": nll, "variances": posterior_mean_variance(model, x),
             "active_units": active_units(model, x), "seconds": time.perf_counter() - t0}
+
+
+def evaluate_checkpoint(checkpoint: Path, x_test: torch.Tensor, hidden: tuple[int, ...], args, device) -> dict:
+    """Evaluate saved weights (``ae_course.load_checkpoint``, read with weights_only=True) on x_test: -ELBO,
+    IS-NLL with ``args.k`` samples, active units; print them and write ``<checkpoint>_eval_k<k>_n<n>.json``."""
+    model = VAE(input_dim=784, latent_dim=args.latent_dim, hidden=hidden, activation=args.activation,
+                likelihood="bernoulli")
+    load_checkpoint(checkpoint, model, restore_rng=False)
+    model.to(device).eval()
+    e = evaluate_vae(model, x_test, args, device)
+    nll = e["nll"]
+    result = {"checkpoint": str(checkpoint), "k": args.k, "n_test": len(x_test), "eval_seed": args.eval_seed,
+              "test_negative_elbo": e["neg_elbo"], "test_is_nll": nll.mean().item(),
+              "test_is_nll_standard_error": (nll.std() / math.sqrt(len(nll))).item(),
+              "test_is_nll_first_1000_of_these": nll[:1000].mean().item(), "active_units": e["active_units"],
+              "eval_seconds": round(e["seconds"], 1), "threads": torch.get_num_threads(), "load": os.getloadavg()}
+    print(f"{checkpoint.name}: {len(x_test)} test digits, -ELBO {e['neg_elbo']:.2f}, IS-NLL (k={args.k}) "
+          f"{result['test_is_nll']:.2f} +- {result['test_is_nll_standard_error']:.2f} nats, "
+          f"{e['active_units']} active units, {e['seconds']:.0f} s")
+    path = checkpoint.with_name(f"{checkpoint.stem}_eval_k{args.k}_n{len(x_test)}.json")
+    atomic_write(path, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    print(f"wrote {path}")
+    return result
 
 
 def main(argv=None) -> dict:
@@ -196,6 +222,9 @@ def main(argv=None) -> dict:
     if args.data == "dynamic":
         x_test = binarize_static(x_test, seed=args.test_binarization_seed)
     hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
+
+    if args.evaluate is not None:
+        return evaluate_checkpoint(Path(args.evaluate), x_test.to(device), hidden, args, device)
 
     torch.manual_seed(args.seed)
     model = VAE(input_dim=784, latent_dim=args.latent_dim, hidden=hidden, activation=args.activation,
