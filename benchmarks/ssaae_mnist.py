@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     # optimization
     p.add_argument("--lr", type=float, default=1e-3, help="reconstruction phase (Adam)")
     p.add_argument("--lr-adversarial", type=float, default=4e-4,
-                   help="both adversarial phases (Adam, beta1 0.5); 2e-4 (the package default) until session 9")
+                   help="both adversarial phases (Adam, beta1 0.5); the package's default is 2e-4")
     p.add_argument("--lr-classification", type=float, default=1e-3, help="semi-supervised phase (Adam)")
     p.add_argument("--lr-final-factor", type=float, default=0.1,
                    help="every learning rate decays exponentially in the step count to this fraction")

@@ -168,19 +168,28 @@ def evaluate_vae(model, x, args, device) -> dict:
             "active_units": active_units(model, x), "seconds": time.perf_counter() - t0}
 
 
+def build_vae(args, hidden: tuple[int, ...], beta: float = 1.0) -> VAE:
+    """The benchmark's VAE: 784-hidden-latent_dim with a Bernoulli decoder (the architecture options)."""
+    return VAE(input_dim=784, latent_dim=args.latent_dim, hidden=hidden, activation=args.activation,
+               likelihood="bernoulli", beta=beta)
+
+
+def nll_summary(nll: torch.Tensor) -> dict:
+    """Mean IS-NLL per digit, its standard error over digits, and the mean over the first 1,000 digits."""
+    return {"test_is_nll": nll.mean().item(), "test_is_nll_standard_error": (nll.std() / math.sqrt(len(nll))).item(),
+            "test_is_nll_first_1000_of_these": nll[:1000].mean().item()}
+
+
 def evaluate_checkpoint(checkpoint: Path, x_test: torch.Tensor, hidden: tuple[int, ...], args, device) -> dict:
     """Evaluate saved weights (``ae_course.load_checkpoint``, read with weights_only=True) on x_test: -ELBO,
     IS-NLL with ``args.k`` samples, active units; print them and write ``<checkpoint>_eval_k<k>_n<n>.json``."""
-    model = VAE(input_dim=784, latent_dim=args.latent_dim, hidden=hidden, activation=args.activation,
-                likelihood="bernoulli")
+    model = build_vae(args, hidden)
     load_checkpoint(checkpoint, model, restore_rng=False)
     model.to(device).eval()
     e = evaluate_vae(model, x_test, args, device)
     nll = e["nll"]
     result = {"checkpoint": str(checkpoint), "k": args.k, "n_test": len(x_test), "eval_seed": args.eval_seed,
-              "test_negative_elbo": e["neg_elbo"], "test_is_nll": nll.mean().item(),
-              "test_is_nll_standard_error": (nll.std() / math.sqrt(len(nll))).item(),
-              "test_is_nll_first_1000_of_these": nll[:1000].mean().item(), "active_units": e["active_units"],
+              "test_negative_elbo": e["neg_elbo"], **nll_summary(nll), "active_units": e["active_units"],
               "eval_seconds": round(e["seconds"], 1), "threads": torch.get_num_threads(), "load": os.getloadavg()}
     print(f"{checkpoint.name}: {len(x_test)} test digits, -ELBO {e['neg_elbo']:.2f}, IS-NLL (k={args.k}) "
           f"{result['test_is_nll']:.2f} +- {result['test_is_nll_standard_error']:.2f} nats, "
@@ -227,8 +236,7 @@ def main(argv=None) -> dict:
         return evaluate_checkpoint(Path(args.evaluate), x_test.to(device), hidden, args, device)
 
     torch.manual_seed(args.seed)
-    model = VAE(input_dim=784, latent_dim=args.latent_dim, hidden=hidden, activation=args.activation,
-                likelihood="bernoulli", beta=0.0 if args.warmup_fraction > 0 else 1.0)
+    model = build_vae(args, hidden, beta=0.0 if args.warmup_fraction > 0 else 1.0)
     if args.init_output_bias:
         p = x_train.mean(0).clamp(1e-3, 1 - 1e-3)
         with torch.no_grad():
@@ -306,9 +314,7 @@ def main(argv=None) -> dict:
         "train_data": f"{len(x_train)} digits from {train_source}; {train_note}",
         "test_digits": f"first {args.n_test} of the test set from {test_source}, {test_note}",
         "test_negative_elbo": neg_elbo,
-        "test_is_nll": nll.mean().item(),
-        "test_is_nll_standard_error": (nll.std() / math.sqrt(len(nll))).item(),
-        "test_is_nll_first_1000_of_these": nll[:1000].mean().item(),
+        **nll_summary(nll),
         "k": args.k,
         "active_units": n_active,
         "latent_dim": args.latent_dim,
