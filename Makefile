@@ -22,8 +22,11 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	TQDM_DISABLE=1 $(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 
+# pytest-xdist: one worker per core, each torch single-threaded (two processes of one thread each do twice
+# the work of one process of two threads for the book's minibatches: benchmarks/README.md, book_timing.py);
+# a chapter's cells stay together in one worker (conftest.py groups them).
 test: $(STAMP)
-	TQDM_DISABLE=1 $(PY) -m pytest
+	TQDM_DISABLE=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n auto --dist loadgroup
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter-lab $(if $(filter 0,$(shell id -u)),--allow-root,)

@@ -20,6 +20,7 @@ cache folder, so every chapter of a book build uses the same judge without train
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import warnings
@@ -28,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 import platformdirs
+from filelock import FileLock
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -135,14 +137,14 @@ def digit_judge(x: torch.Tensor, y: torch.Tensor, *, steps: int = 1200, batch_si
     The trained weights are stored in `cache_dir` (default :func:`default_cache_dir`; ``False``: no cache)
     under a key of the training data and every setting, written atomically and read back with
     ``torch.load(weights_only=True)``; a later call with the same data and settings loads them instead of
-    training again (the same weights: training is seeded). A cache file that cannot be read is replaced.
+    training again (the same weights: training is seeded). A cache file that cannot be read is replaced. Processes
+    that ask for the same judge at once (chapters executed side by side) train it once: a lock file beside the
+    weights (``filelock``) makes the others wait and load them.
 
     Raises:
         ValueError: for x that is not (N, 784) in [0, 1], labels that are not N class indices, or bad settings
             (as :class:`DigitJudge` and :func:`ae_course.train`).
     """
-    from .training import adam, train     # training imports models; importing here keeps this module light
-
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     check_input(x, 784)
     if x.min() < 0 or x.max() > 1:
@@ -152,9 +154,15 @@ def digit_judge(x: torch.Tensor, y: torch.Tensor, *, steps: int = 1200, batch_si
     judge = DigitJudge(n_classes=max(10, int(y.max()) + 1), channels=channels, dropout=dropout).to(x.dtype)
     settings = {**judge.config, "steps": int(steps), "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed),
                 "dtype": str(x.dtype), "torch": torch.__version__.split("+")[0]}
-    path = None
-    if cache_dir is not False:
-        path = Path(default_cache_dir() if cache_dir in (None, True) else cache_dir) / f"{_key(x, y, settings)}.pt"
+    train_judge = functools.partial(_train_judge, x, y.long(), judge.n_classes, steps=steps, batch_size=batch_size,
+                                    lr=lr, seed=seed, channels=channels, dropout=dropout, device=device)
+    if cache_dir is False:
+        return train_judge()
+    path = Path(default_cache_dir() if cache_dir in (None, True) else cache_dir) / f"{_key(x, y, settings)}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Chapters executed side by side (the book build) ask for the same judge at once: the first trains it, the
+    # others wait for the lock and load its weights.
+    with FileLock(f"{path}.lock"):
         if path.is_file():
             try:
                 payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -165,19 +173,25 @@ def digit_judge(x: torch.Tensor, y: torch.Tensor, *, steps: int = 1200, batch_si
             except Exception as err:          # a truncated or foreign file: train again and replace it
                 warnings.warn(f"ignoring the unreadable judge cache {path} ({type(err).__name__}: {err}); training anew",
                               stacklevel=2)
+        judge = train_judge()
+        payload = {"settings": settings, "state": {k: v.detach().cpu() for k, v in judge.state_dict().items()}}
+        atomic_write(path, lambda f: torch.save(payload, f))
+    return judge
+
+
+def _train_judge(x, y, n_classes, *, steps, batch_size, lr, seed, channels, dropout, device) -> DigitJudge:
+    """A new :class:`DigitJudge` trained as :func:`digit_judge` says, in eval mode, on the CPU."""
+    from .training import adam, train     # training imports models; importing here keeps this module light
+
     torch.manual_seed(seed)
-    judge = DigitJudge(n_classes=judge.n_classes, channels=channels, dropout=dropout).to(x.dtype)
+    judge = DigitJudge(n_classes=n_classes, channels=channels, dropout=dropout).to(x.dtype)
     optimizer = adam(judge.parameters(), lr=lr)
     decay_at = max(1, round(0.75 * steps))
-    train(judge, x, y.long(), steps=decay_at, batch_size=batch_size, seed=seed, device=device, optimizers=optimizer,
+    train(judge, x, y, steps=decay_at, batch_size=batch_size, seed=seed, device=device, optimizers=optimizer,
           progress=False)
     if steps > decay_at:
         for group in optimizer.param_groups:
             group["lr"] = lr / 10
-        train(judge, x, y.long(), steps=steps - decay_at, batch_size=batch_size, seed=None, device=device,
+        train(judge, x, y, steps=steps - decay_at, batch_size=batch_size, seed=None, device=device,
               optimizers=optimizer, progress=False)
-    judge.cpu().eval()
-    if path is not None:
-        payload = {"settings": settings, "state": {k: v.detach().cpu() for k, v in judge.state_dict().items()}}
-        atomic_write(path, lambda f: torch.save(payload, f))
-    return judge
+    return judge.cpu().eval()

@@ -10,6 +10,7 @@ book does not execute; they are listed with no time.
 Per chapter it reports
 
 * the wall time from starting the kernel to shutting it down (kernel start-up, imports, every cell), and
+* its slowest code cells (from the timestamps nbclient records in each cell's metadata), and
 * the peak resident memory of the kernel process: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` read by one
   extra cell appended at the end of the notebook, i.e. the operating system's own high-water mark of the
   kernel's RSS over its whole life (exact, not sampled), plus the same figure for any child processes the
@@ -108,7 +109,29 @@ def run_chapter(path: Path, timeout: int) -> dict:
         if output.get("output_type") == "stream" and PEAK_MARKER in output.get("text", ""):
             peak = json.loads(output["text"].split(PEAK_MARKER, 1)[1].strip())
     return {"executed": True, "code_cells": n_code, "seconds": seconds, "peak_rss_bytes": peak.get("self"),
-            "peak_rss_children_bytes": peak.get("children"), "error": error, "load_average_at_start": load}
+            "peak_rss_children_bytes": peak.get("children"), "error": error, "load_average_at_start": load,
+            "slowest_cells": cell_times(nb.cells[:-1])[:8]}
+
+
+def cell_times(cells) -> list[dict]:
+    """Seconds per executed code cell, slowest first, from the timestamps nbclient records in each cell's
+    metadata (``execution.iopub.execute_input`` to ``execution.shell.execute_reply``), with the cell's index
+    among the code cells and its first source line, to find where a chapter spends its time."""
+    from datetime import datetime
+    times = []
+    code_index = -1
+    for cell in cells:
+        if cell.cell_type != "code":
+            continue
+        code_index += 1
+        stamps = cell.get("metadata", {}).get("execution", {})
+        start, end = stamps.get("iopub.execute_input"), stamps.get("shell.execute_reply")
+        if start and end:
+            seconds = (datetime.fromisoformat(end.replace("Z", "+00:00"))
+                       - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+            first = next((line for line in cell.source.splitlines() if line.strip()), "")
+            times.append({"code_cell": code_index, "seconds": round(seconds, 2), "first_line": first[:100]})
+    return sorted(times, key=lambda t: -t["seconds"])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -124,6 +147,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--goal-minutes", type=float, default=10.0)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--tag", default="")
+    p.add_argument("--show-cells", type=int, default=3, help="print this many of each chapter's slowest cells")
     return p.parse_args(argv)
 
 
@@ -176,6 +200,8 @@ def main(argv=None) -> dict:
             print(f"{file:36s} {result['seconds']:7.1f} s  peak RSS "
                   f"{peak / 2**20 if peak else float('nan'):7.0f} MiB  load {result['load_average_at_start']:.2f}"
                   f"{'  ERROR: ' + result['error'] if result['error'] else ''}", flush=True)
+            for cell in result["slowest_cells"][:args.show_cells]:
+                print(f"    cell {cell['code_cell']:3d} {cell['seconds']:7.1f} s  {cell['first_line']}", flush=True)
         else:
             print(f"{file:36s}       - (not executed: plain Markdown)", flush=True)
     load_after = os.getloadavg()

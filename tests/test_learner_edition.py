@@ -141,8 +141,16 @@ def learner_dir(tmp_path_factory):
     return write_learner_edition(out=tmp_path_factory.mktemp("learner"))[0].parent
 
 
+@pytest.fixture(scope="module")
+def package_cache(tmp_path_factory):
+    """$AE_COURSE_CACHE for the learner's notebooks: the judge trained on the embedded digits by the first chapter
+    that needs it is loaded by the later ones (as on a learner's machine), not the user's own cache."""
+    return tmp_path_factory.mktemp("ae_course_cache")
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
-def test_learner_notebook_runs_and_feedback_is_about_the_attempt(chapter, learner_dir, tmp_path, monkeypatch):
+def test_learner_notebook_runs_and_feedback_is_about_the_attempt(chapter, learner_dir, package_cache, tmp_path,
+                                                                  monkeypatch):
     from nbclient import NotebookClient
 
     # the kernel inherits this environment: the embedded digits, no download, quiet progress bars
@@ -154,6 +162,7 @@ def test_learner_notebook_runs_and_feedback_is_about_the_attempt(chapter, learne
 
     monkeypatch.setenv("MPLCONFIGDIR", matplotlib.get_cachedir())    # keep matplotlib's font cache
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))   # no per-user copy of full MNIST either
+    monkeypatch.setenv("AE_COURSE_CACHE", str(package_cache))
     notebook = nbformat.read(learner_dir / f"{chapter.stem}.ipynb", as_version=4)
     start = time.perf_counter()
     NotebookClient(notebook, timeout=1200, kernel_name="python3",
