@@ -6,7 +6,8 @@ busy, so one kernel using both cores wastes much of the second (benchmarks/READM
 extension runs before the pages are read (``env-before-read-docs``): it finds the pages that MyST-NB would
 execute because the jupyter-cache holds no run of their current code, executes them with
 ``jupyter_cache.executors.utils.single_nb_execution`` (the function MyST-NB itself calls) in
-``ae_course_execution_jobs`` worker processes, each kernel with ``OMP_NUM_THREADS`` = cores / jobs, and stores
+``ae_course_execution_jobs`` worker processes, each kernel with ``OMP_NUM_THREADS`` = cores / jobs (unless
+set), and stores
 each successful run in the cache exactly as MyST-NB does. MyST-NB then finds every page cached. A notebook
 that fails here is not cached: MyST-NB executes it again in its own turn and reports the error as it always
 does (``nb_execution_raise_on_error`` fails the build). Longest first: the pages are started in descending
@@ -79,7 +80,10 @@ def execute_uncached(app, env, docnames) -> None:
     if len(todo) < 2:
         return                                               # nothing to run side by side
     todo.sort(key=lambda item: -item[0])
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // jobs))
+    # MyST-NB's own kernels (a notebook that failed here, executed again to report its error) get the same
+    # thread count: the same float rounding, the same failure.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     logger.info(f"[parallel_execution] executing {len(todo)} notebooks, {min(jobs, len(todo))} at a time, "
                 f"{threads} thread(s) each")
     start = time.perf_counter()
