@@ -18,7 +18,6 @@ from unittest import mock
 
 import jupytext
 import nbval.plugin
-import pytest
 
 
 class MystNotebookFile(nbval.plugin.IPyNbFile):
@@ -38,14 +37,6 @@ def pytest_report_header(config):
     if _book_executed():
         return "chapters: executed by the book build just before (AE_COURSE_BOOK_EXECUTED=1), not again by nbval"
     return "chapters: executed by nbval"
-
-
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (``make test``: ``-n auto --dist loadgroup``) all cells of a chapter run in one worker,
-    in order, in the chapter's kernel: nbval's items of one notebook form one group."""
-    for item in items:
-        if isinstance(item.parent, MystNotebookFile):
-            item.add_marker(pytest.mark.xdist_group(name=str(item.parent.path)))
 
 
 def pytest_collect_file(file_path, parent):
