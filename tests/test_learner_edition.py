@@ -19,6 +19,8 @@ from ae_course.learner_edition import ATTEMPT_TAG, learner_notebook, main, write
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.md"))
+# Executed longest first (the file's length as a proxy), so that pytest-xdist's workers do not end on one long chapter.
+LONGEST_FIRST = sorted(CHAPTERS, key=lambda path: -path.stat().st_size)
 HEADER = "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
 
 
@@ -148,7 +150,7 @@ def package_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("ae_course_cache")
 
 
-@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("chapter", LONGEST_FIRST, ids=lambda p: p.stem)
 def test_learner_notebook_runs_and_feedback_is_about_the_attempt(chapter, learner_dir, package_cache, tmp_path,
                                                                   monkeypatch):
     from nbclient import NotebookClient
