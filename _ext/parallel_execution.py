@@ -29,16 +29,16 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 
 
-def _execute(path: str, notebook: dict, read_fmt: dict | None, cache_path: str, timeout: int | None,
-             threads: int) -> tuple[str, float, str | None]:
-    """In a worker process: execute one notebook in its folder and cache the run as MyST-NB would."""
+def _execute(path: str, notebook: dict, read_fmt: dict | None, cache_path: str,
+             timeout: int | None) -> tuple[str, float, str | None]:
+    """In a worker process: execute one notebook in its folder and cache the run as MyST-NB would. The kernel
+    inherits the worker's environment, ``OMP_NUM_THREADS`` included (set before the pool starts)."""
     import nbformat
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
     from jupyter_cache.cache.db import NbProjectRecord
     from jupyter_cache.executors.utils import single_nb_execution
 
-    os.environ["OMP_NUM_THREADS"] = str(threads)            # inherited by the kernel this worker starts
     notebook = nbformat.from_dict(notebook)
     cache = get_cache(cache_path)
     stage_record = cache.add_nb_to_project(path, read_data=read_fmt) if read_fmt else cache.add_nb_to_project(path)
@@ -81,15 +81,15 @@ def execute_uncached(app, env, docnames) -> None:
         return                                               # nothing to run side by side
     todo.sort(key=lambda item: -item[0])
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // jobs))
-    # MyST-NB's own kernels (a notebook that failed here, executed again to report its error) get the same
-    # thread count: the same float rounding, the same failure.
+    # Inherited by the workers' kernels, and by MyST-NB's own (a notebook that failed here, executed again to
+    # report its error): the same thread count, the same float rounding, the same failure.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     logger.info(f"[parallel_execution] executing {len(todo)} notebooks, {min(jobs, len(todo))} at a time, "
                 f"{threads} thread(s) each")
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=min(jobs, len(todo))) as pool:
         futures = [pool.submit(_execute, path, dict(notebook), read_fmt, str(cache_path),
-                               nb_config.execution_timeout, threads)
+                               nb_config.execution_timeout)
                    for _, path, notebook, read_fmt in todo]
         for future in as_completed(futures):
             path, seconds, error = future.result()

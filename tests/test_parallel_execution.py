@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-sphinx = pytest.importorskip("sphinx")
+pytest.importorskip("sphinx")
 pytest.importorskip("myst_nb")
 
 REPO = Path(__file__).resolve().parents[1]
